@@ -1,0 +1,158 @@
+//! The wire: generated `v1` and `v1alpha1` code and the thin adapter that serves both.
+//!
+//! The two packages are identical on the wire, so `build.rs` maps the `v1alpha1` messages onto
+//! the `v1` Rust types and one [`ExternalJwtSignerService`] implements both service traits.
+//! The adapter translates messages and errors; all decisions live in [`crate::signer`].
+
+mod status;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use tonic::{Request, Response, Status};
+
+use crate::keyring::KeySet;
+use crate::signer::TokenSigner;
+
+pub use status::status_for_sign_error;
+
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    missing_debug_implementations,
+    missing_docs
+)]
+pub mod v1 {
+    tonic::include_proto!("v1");
+}
+
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    missing_debug_implementations,
+    missing_docs
+)]
+pub mod v1alpha1 {
+    tonic::include_proto!("v1alpha1");
+}
+
+use v1::{
+    FetchKeysRequest, FetchKeysResponse, Key, MetadataRequest, MetadataResponse, SignJwtRequest,
+    SignJwtResponse,
+};
+
+/// The FetchKeys response built once per published key set, reused until the set changes.
+#[derive(Debug)]
+struct PreparedKeys {
+    /// The set this response was built from; compared by pointer.
+    source: Arc<KeySet>,
+    response: FetchKeysResponse,
+}
+
+/// Serves `ExternalJWTSigner` (both `v1` and `v1alpha1`) over a [`TokenSigner`].
+#[derive(Debug, Clone)]
+pub struct ExternalJwtSignerService {
+    signer: Arc<TokenSigner>,
+    prepared: Arc<ArcSwapOption<PreparedKeys>>,
+}
+
+impl ExternalJwtSignerService {
+    pub fn new(signer: Arc<TokenSigner>) -> Self {
+        Self {
+            signer,
+            prepared: Arc::new(ArcSwapOption::empty()),
+        }
+    }
+
+    /// The `v1` service (kube-apiserver 1.34+).
+    pub fn v1(&self) -> v1::external_jwt_signer_server::ExternalJwtSignerServer<Self> {
+        v1::external_jwt_signer_server::ExternalJwtSignerServer::new(self.clone())
+    }
+
+    /// The `v1alpha1` service (kube-apiserver 1.32 and 1.33).
+    pub fn v1alpha1(&self) -> v1alpha1::external_jwt_signer_server::ExternalJwtSignerServer<Self> {
+        v1alpha1::external_jwt_signer_server::ExternalJwtSignerServer::new(self.clone())
+    }
+
+    fn sign(&self, request: SignJwtRequest) -> Result<SignJwtResponse, Status> {
+        let signed = self
+            .signer
+            .sign(&request.claims)
+            .map_err(|err| status_for_sign_error(&err))?;
+        Ok(SignJwtResponse {
+            header: signed.header,
+            signature: signed.signature,
+        })
+    }
+
+    fn fetch_keys(&self) -> FetchKeysResponse {
+        let keys = self.signer.verification_keys();
+        if let Some(prepared) = &*self.prepared.load() {
+            if Arc::ptr_eq(&prepared.source, &keys) {
+                return prepared.response.clone();
+            }
+        }
+        let response = self.prepare(&keys);
+        self.prepared.store(Some(Arc::new(PreparedKeys {
+            source: keys,
+            response: response.clone(),
+        })));
+        response
+    }
+
+    fn prepare(&self, keys: &KeySet) -> FetchKeysResponse {
+        FetchKeysResponse {
+            keys: keys
+                .published()
+                .iter()
+                .map(|key| Key {
+                    key_id: key.kid.to_string(),
+                    key: key.public_key_der.clone(),
+                    exclude_from_oidc_discovery: key.exclude_from_oidc_discovery,
+                })
+                .collect(),
+            data_timestamp: Some(prost_types::Timestamp::from(keys.changed_at())),
+            refresh_hint_seconds: i64::try_from(self.signer.refresh_hint().as_secs())
+                .unwrap_or(i64::MAX)
+                .max(1),
+        }
+    }
+
+    fn metadata(&self) -> MetadataResponse {
+        MetadataResponse {
+            max_token_expiration_seconds: self.signer.max_token_expiration_secs(),
+        }
+    }
+}
+
+/// Both generated traits have the same methods over the same message types; one body each.
+macro_rules! impl_external_jwt_signer {
+    ($package:ident) => {
+        #[tonic::async_trait]
+        impl $package::external_jwt_signer_server::ExternalJwtSigner for ExternalJwtSignerService {
+            async fn sign(
+                &self,
+                request: Request<SignJwtRequest>,
+            ) -> Result<Response<SignJwtResponse>, Status> {
+                ExternalJwtSignerService::sign(self, request.into_inner()).map(Response::new)
+            }
+
+            async fn fetch_keys(
+                &self,
+                _request: Request<FetchKeysRequest>,
+            ) -> Result<Response<FetchKeysResponse>, Status> {
+                Ok(Response::new(ExternalJwtSignerService::fetch_keys(self)))
+            }
+
+            async fn metadata(
+                &self,
+                _request: Request<MetadataRequest>,
+            ) -> Result<Response<MetadataResponse>, Status> {
+                Ok(Response::new(ExternalJwtSignerService::metadata(self)))
+            }
+        }
+    };
+}
+
+impl_external_jwt_signer!(v1);
+impl_external_jwt_signer!(v1alpha1);

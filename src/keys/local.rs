@@ -1,0 +1,231 @@
+//! In-process keys signed through the crypto provider: aws-lc-rs by default, ring with
+//! `--no-default-features --features ring`. Both expose the same ring-style API, so this is the
+//! one module that names the provider; the differences are a handful of `cfg` lines.
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+use super::spki::{algorithm_of_pkcs8, spki_der};
+use super::{Algorithm, JwsSigner, KeyError};
+
+#[cfg(feature = "aws-lc-rs")]
+use aws_lc_rs as provider;
+#[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+use ring as provider;
+
+#[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
+compile_error!(
+    "signet needs a crypto provider: enable the `aws-lc-rs` (default) or `ring` feature"
+);
+
+use provider::rand::SystemRandom;
+use provider::signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair};
+
+/// The name of the provider this build signs with, for logs and `--version`.
+#[cfg(feature = "aws-lc-rs")]
+pub const PROVIDER: &str = "aws-lc-rs";
+#[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+pub const PROVIDER: &str = "ring";
+
+pub(crate) fn sha256(data: &[u8]) -> impl AsRef<[u8]> {
+    provider::digest::digest(&provider::digest::SHA256, data)
+}
+
+enum KeyPair {
+    Ecdsa(EcdsaKeyPair),
+    Rsa(RsaKeyPair),
+}
+
+/// A private key held in this process's memory, signing through the crypto provider.
+pub struct LocalKey {
+    alg: Algorithm,
+    key_pair: KeyPair,
+    public_key_der: Vec<u8>,
+    rng: SystemRandom,
+}
+
+impl LocalKey {
+    /// Loads a PKCS#8 private key; the algorithm follows from the key type and size.
+    pub fn from_pkcs8(pkcs8_der: &[u8]) -> Result<Self, KeyError> {
+        let alg = algorithm_of_pkcs8(pkcs8_der)?;
+        let rng = SystemRandom::new();
+        let key_pair = match alg {
+            Algorithm::RS256 => {
+                let key_pair = RsaKeyPair::from_pkcs8(pkcs8_der)
+                    .map_err(|err| rsa_rejection(pkcs8_der, err))?;
+                check_rsa_size(key_pair.public_modulus_len() * 8)?;
+                KeyPair::Rsa(key_pair)
+            }
+            _ => KeyPair::Ecdsa(ecdsa_from_pkcs8(alg, pkcs8_der, &rng)?),
+        };
+        let public_key = match &key_pair {
+            KeyPair::Ecdsa(kp) => kp.public_key().as_ref(),
+            KeyPair::Rsa(kp) => kp.public_key().as_ref(),
+        };
+        let public_key_der = spki_der(alg, public_key)?;
+        Ok(Self {
+            alg,
+            key_pair,
+            public_key_der,
+            rng,
+        })
+    }
+
+    /// Generates a fresh key for `alg`, returning it with its PKCS#8 encoding, which a
+    /// persistent backend stores and the in-memory backend drops.
+    ///
+    /// RSA keys are `rsa_bits` long (2048, 3072 or 4096); the value is ignored for EC.
+    /// RSA generation takes from tens of milliseconds to seconds: never call this on an async
+    /// executor thread.
+    pub fn generate(
+        alg: Algorithm,
+        rsa_bits: usize,
+    ) -> Result<(Self, Zeroizing<Vec<u8>>), KeyError> {
+        let pkcs8 = match alg {
+            Algorithm::RS256 => generate_rsa_pkcs8(rsa_bits)?,
+            _ => {
+                let rng = SystemRandom::new();
+                let doc = EcdsaKeyPair::generate_pkcs8(ecdsa_signing_alg(alg)?, &rng)
+                    .map_err(|_| KeyError::Generation)?;
+                Zeroizing::new(doc.as_ref().to_vec())
+            }
+        };
+        let key = Self::from_pkcs8(&pkcs8)?;
+        Ok((key, pkcs8))
+    }
+}
+
+impl JwsSigner for LocalKey {
+    fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    fn public_key_der(&self) -> &[u8] {
+        &self.public_key_der
+    }
+
+    fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let failed = || KeyError::Signing {
+            kid: super::kid_for_public_key(&self.public_key_der),
+        };
+        match &self.key_pair {
+            // The *_FIXED_SIGNING algorithms produce JWS-form R‖S directly.
+            KeyPair::Ecdsa(kp) => kp
+                .sign(&self.rng, signing_input)
+                .map(|sig| sig.as_ref().to_vec())
+                .map_err(|_| failed()),
+            KeyPair::Rsa(kp) => {
+                let mut sig = vec![0; kp.public_modulus_len()];
+                kp.sign(
+                    &signature::RSA_PKCS1_SHA256,
+                    &self.rng,
+                    signing_input,
+                    &mut sig,
+                )
+                .map_err(|_| failed())?;
+                Ok(sig)
+            }
+        }
+    }
+}
+
+impl fmt::Debug for LocalKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalKey")
+            .field("alg", &self.alg)
+            .field("provider", &PROVIDER)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_rsa_size(bits: usize) -> Result<(), KeyError> {
+    if bits < 2048 {
+        Err(KeyError::RsaTooSmall { bits })
+    } else if bits > 8192 {
+        Err(KeyError::RsaTooLarge { bits })
+    } else {
+        Ok(())
+    }
+}
+
+/// Providers refuse small RSA keys with a generic rejection; find the size ourselves so the
+/// operator reads "too small" rather than "invalid".
+fn rsa_rejection(pkcs8_der: &[u8], err: provider::error::KeyRejected) -> KeyError {
+    use der::Decode as _;
+    let bits = pkcs8::PrivateKeyInfo::from_der(pkcs8_der)
+        .ok()
+        .and_then(|info| pkcs1::RsaPrivateKey::from_der(info.private_key).ok())
+        .map(|key| key.modulus.as_bytes().len() * 8);
+    match bits {
+        Some(bits) if bits < 2048 => KeyError::RsaTooSmall { bits },
+        Some(bits) if bits > 8192 => KeyError::RsaTooLarge { bits },
+        _ => KeyError::Rejected(err.to_string()),
+    }
+}
+
+fn ecdsa_signing_alg(
+    alg: Algorithm,
+) -> Result<&'static signature::EcdsaSigningAlgorithm, KeyError> {
+    match alg {
+        Algorithm::ES256 => Ok(&signature::ECDSA_P256_SHA256_FIXED_SIGNING),
+        Algorithm::ES384 => Ok(&signature::ECDSA_P384_SHA384_FIXED_SIGNING),
+        #[cfg(feature = "aws-lc-rs")]
+        Algorithm::ES512 => Ok(&signature::ECDSA_P521_SHA512_FIXED_SIGNING),
+        #[cfg(not(feature = "aws-lc-rs"))]
+        Algorithm::ES512 => Err(KeyError::UnsupportedByProvider(Algorithm::ES512)),
+        Algorithm::RS256 => Err(KeyError::UnsupportedKeyType("RSA as ECDSA".into())),
+    }
+}
+
+fn ecdsa_from_pkcs8(
+    alg: Algorithm,
+    pkcs8_der: &[u8],
+    rng: &SystemRandom,
+) -> Result<EcdsaKeyPair, KeyError> {
+    let signing_alg = ecdsa_signing_alg(alg)?;
+    #[cfg(feature = "aws-lc-rs")]
+    let parsed = {
+        let _ = rng;
+        EcdsaKeyPair::from_pkcs8(signing_alg, pkcs8_der)
+    };
+    #[cfg(not(feature = "aws-lc-rs"))]
+    let parsed = EcdsaKeyPair::from_pkcs8(signing_alg, pkcs8_der, rng);
+    parsed.map_err(|err| KeyError::Rejected(err.to_string()))
+}
+
+fn rsa_generation_bits(bits: usize) -> Result<usize, KeyError> {
+    match bits {
+        2048 | 3072 | 4096 => Ok(bits),
+        bits if bits < 2048 => Err(KeyError::RsaTooSmall { bits }),
+        bits => Err(KeyError::Rejected(format!(
+            "cannot generate an RSA key of {bits} bits: choose 2048, 3072 or 4096"
+        ))),
+    }
+}
+
+#[cfg(feature = "aws-lc-rs")]
+fn generate_rsa_pkcs8(bits: usize) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    use provider::encoding::AsDer as _;
+    use provider::rsa::KeySize;
+    let size = match rsa_generation_bits(bits)? {
+        2048 => KeySize::Rsa2048,
+        3072 => KeySize::Rsa3072,
+        _ => KeySize::Rsa4096,
+    };
+    let key_pair = RsaKeyPair::generate(size).map_err(|_| KeyError::Generation)?;
+    let der = key_pair.as_der().map_err(|_| KeyError::Generation)?;
+    Ok(Zeroizing::new(der.as_ref().to_vec()))
+}
+
+// ring cannot generate RSA keys, so the ring build generates them with the `rsa` crate and
+// signs with ring as usual.
+#[cfg(not(feature = "aws-lc-rs"))]
+fn generate_rsa_pkcs8(bits: usize) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    use rsa::pkcs8::EncodePrivateKey as _;
+    let bits = rsa_generation_bits(bits)?;
+    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits)
+        .map_err(|_| KeyError::Generation)?;
+    let der = key.to_pkcs8_der().map_err(|_| KeyError::Generation)?;
+    Ok(Zeroizing::new(der.as_bytes().to_vec()))
+}

@@ -1,0 +1,119 @@
+//! Running the signer: bind the socket, serve both API versions, drain on SIGTERM/SIGINT within
+//! a bounded grace period, remove the socket on the way out.
+
+mod socket;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::api::ExternalJwtSignerService;
+use crate::config::ServeConfig;
+use crate::keyring::{KeyRing, KeySet};
+use crate::signer::TokenSigner;
+
+pub use socket::{Listener, SocketAddress, SocketError, SocketFile};
+
+/// Largest request message accepted. Above [`crate::jws::MAX_CLAIMS_LEN`] so that oversized
+/// claims get a precise INVALID_ARGUMENT from the claims check; beyond this the transport
+/// refuses the message itself (OUT_OF_RANGE).
+pub const MAX_REQUEST_BYTES: usize = 2 * crate::jws::MAX_CLAIMS_LEN;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot install the signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Binds the configured socket and serves until SIGTERM or SIGINT.
+pub async fn run(config: ServeConfig, keys: KeySet) -> Result<(), ServeError> {
+    let listener = Listener::bind(&config.socket, config.socket_mode, &config.allowed_uids)?;
+    let kids: Vec<String> = keys.published().iter().map(|k| k.kid.to_string()).collect();
+    let algs: Vec<&str> = keys.published().iter().map(|k| k.alg.as_str()).collect();
+    let keyring = Arc::new(KeyRing::new(keys));
+    let signer = Arc::new(TokenSigner::new(
+        keyring,
+        config.max_token_expiration,
+        config.refresh_hint,
+    ));
+    tracing::info!(
+        socket = %listener.address(),
+        kids = ?kids,
+        algs = ?algs,
+        signing_kid = %kids[0],
+        provider = crate::keys::PROVIDER,
+        max_token_expiration_seconds = signer.max_token_expiration_secs(),
+        refresh_hint_seconds = config.refresh_hint.as_secs(),
+        "signet serving ExternalJWTSigner v1 and v1alpha1"
+    );
+    let shutdown = shutdown_signal().map_err(ServeError::Signal)?;
+    serve(
+        listener,
+        ExternalJwtSignerService::new(signer),
+        config.shutdown_grace,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `service` on `listener` until `shutdown` completes, then stops accepting, removes
+/// the socket file and lets in-flight calls finish for at most `grace`.
+pub async fn serve(
+    listener: Listener,
+    service: ExternalJwtSignerService,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let (incoming, socket_file) = listener.into_incoming();
+    let (drain_tx, drain_rx) = oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder()
+        .add_service(service.v1().max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(
+            service
+                .v1alpha1()
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        );
+    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = drain_rx.await;
+    }));
+
+    tokio::pin!(shutdown);
+    let result = tokio::select! {
+        ended = &mut server => ended.unwrap_or_else(|join| panic!("server task failed: {join}")),
+        () = &mut shutdown => {
+            tracing::info!(grace = ?grace, "shutting down: draining in-flight calls");
+            // New clients get "no such file" at once instead of queueing on a closing socket.
+            drop(socket_file);
+            let _ = drain_tx.send(());
+            match tokio::time::timeout(grace, &mut server).await {
+                Ok(ended) => ended.unwrap_or_else(|join| panic!("server task failed: {join}")),
+                Err(_) => {
+                    tracing::warn!("grace period over: abandoning calls still in flight");
+                    server.abort();
+                    Ok(())
+                }
+            }
+        }
+    };
+    result.map_err(ServeError::from)
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("received SIGTERM"),
+            _ = int.recv() => tracing::info!("received SIGINT"),
+        }
+    })
+}

@@ -1,0 +1,346 @@
+//! The Unix socket kube-apiserver dials: address parsing with the apiserver's own rules,
+//! stale-socket recovery without stealing a live one, a socket file that is never
+//! world-accessible, peer checks for abstract sockets, and removal on exit.
+
+use std::fmt;
+use std::io;
+use std::os::unix::fs::{
+    DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt as _,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::net::{UnixListener, UnixStream};
+
+/// Longest socket path the kernel takes (`sun_path` is 108 bytes with the NUL).
+const MAX_PATH_LEN: usize = 107;
+
+/// Where signet listens, in the forms `--service-account-signing-endpoint` accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketAddress {
+    /// An absolute filesystem path.
+    Path(PathBuf),
+    /// A Linux abstract socket name, written `@name`.
+    Abstract(String),
+}
+
+impl SocketAddress {
+    /// Parses with kube-apiserver's rules: `@` followed by dot-separated segments of
+    /// `[A-Za-z0-9_-]`, or an absolute path without spaces.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(name) = s.strip_prefix('@') {
+            let valid_segment = |seg: &str| {
+                !seg.is_empty()
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            };
+            if !name.split('.').all(valid_segment) {
+                return Err(format!(
+                    "{s:?} is not a valid abstract socket name: use @ and dot-separated segments of letters, digits, '_' and '-'"
+                ));
+            }
+            if name.len() > MAX_PATH_LEN - 1 {
+                return Err(format!("abstract socket name {s:?} is too long"));
+            }
+            return Ok(SocketAddress::Abstract(name.to_owned()));
+        }
+        if !s.starts_with('/') {
+            return Err(format!("{s:?} is neither an absolute path nor an @abstract name (kube-apiserver needs one of them)"));
+        }
+        if s.contains(char::is_whitespace) {
+            return Err(format!(
+                "{s:?} contains white space, which kube-apiserver does not accept"
+            ));
+        }
+        if s.len() > MAX_PATH_LEN {
+            return Err(format!(
+                "{s:?} is longer than the {MAX_PATH_LEN} bytes a Unix socket path may have"
+            ));
+        }
+        if s.ends_with('/') {
+            return Err(format!("{s:?} names a directory, not a socket"));
+        }
+        Ok(SocketAddress::Path(PathBuf::from(s)))
+    }
+}
+
+impl fmt::Display for SocketAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SocketAddress::Path(path) => write!(f, "{}", path.display()),
+            SocketAddress::Abstract(name) => write!(f, "@{name}"),
+        }
+    }
+}
+
+/// Why the socket could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SocketError {
+    #[error("{0} is in use by another live process; refusing to take it over (stop that process or pick another --socket)")]
+    InUse(SocketAddress),
+    #[error("{} exists and is not a socket; refusing to replace it", .0.display())]
+    NotASocket(PathBuf),
+    #[error("{what} {}: {source}", .path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SocketError + 'a {
+    move |source| SocketError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Which peers may talk to us. File sockets rely on file permissions; an abstract socket has
+/// none, so its peers are checked by UID (SO_PEERCRED), as KEP-740 expects.
+#[derive(Debug, Clone)]
+struct PeerPolicy {
+    allowed_uids: Option<Arc<[u32]>>,
+}
+
+impl PeerPolicy {
+    fn admits(&self, stream: &UnixStream) -> bool {
+        let Some(allowed) = &self.allowed_uids else {
+            return true;
+        };
+        match stream.peer_cred() {
+            Ok(cred) if allowed.contains(&cred.uid()) => true,
+            Ok(cred) => {
+                tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "refused connection from a UID that is not allowed");
+                false
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "refused connection whose peer credentials cannot be read");
+                false
+            }
+        }
+    }
+}
+
+/// The socket file this process created; removed on drop, but only while it is still ours
+/// (same device and inode), so a successor's socket is never deleted.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
+            if meta.dev() == self.dev && meta.ino() == self.ino {
+                if let Err(err) = std::fs::remove_file(&self.path) {
+                    tracing::warn!(path = %self.path.display(), error = %err, "could not remove the socket file");
+                }
+            }
+        }
+    }
+}
+
+/// A bound, listening socket ready to serve.
+#[derive(Debug)]
+pub struct Listener {
+    inner: UnixListener,
+    address: SocketAddress,
+    peers: PeerPolicy,
+    file: Option<SocketFile>,
+}
+
+impl Listener {
+    /// Binds `address`. A file socket gets permission bits `mode` before anyone can connect
+    /// (it is bound under a temporary name, chmod-ed, then renamed into place); a stale socket
+    /// left by a crash is replaced, a live one is not. For an abstract socket, peers other
+    /// than our own UID, root and `allowed_uids` are turned away.
+    pub fn bind(
+        address: &SocketAddress,
+        mode: u32,
+        allowed_uids: &[u32],
+    ) -> Result<Self, SocketError> {
+        match address {
+            SocketAddress::Path(path) => bind_path(path, mode),
+            SocketAddress::Abstract(name) => bind_abstract(name, allowed_uids),
+        }
+    }
+
+    pub fn address(&self) -> &SocketAddress {
+        &self.address
+    }
+
+    /// Splits into the stream of admitted connections and the guard that removes the file.
+    pub fn into_incoming(
+        self,
+    ) -> (
+        impl Stream<Item = io::Result<UnixStream>>,
+        Option<SocketFile>,
+    ) {
+        let stream = futures_util::stream::unfold(
+            (self.inner, self.peers),
+            |(listener, peers)| async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, _)) if peers.admits(&stream) => {
+                            return Some((Ok(stream), (listener, peers)))
+                        }
+                        Ok(_) => continue,
+                        Err(err) => {
+                            // Typically EMFILE: back off instead of spinning, keep serving.
+                            tracing::warn!(error = %err, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            },
+        );
+        (stream, self.file)
+    }
+}
+
+fn bind_path(path: &Path, mode: u32) -> Result<Listener, SocketError> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    if !parent.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(parent)
+            .map_err(io_error("cannot create the socket directory", parent))?;
+    }
+    remove_stale(path)?;
+
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let temp = parent.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    if temp.as_os_str().len() > MAX_PATH_LEN {
+        return Err(SocketError::Io {
+            what: "socket path leaves no room for a temporary name",
+            path: path.to_owned(),
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        });
+    }
+    let _ = std::fs::remove_file(&temp);
+    let std_listener =
+        std::os::unix::net::UnixListener::bind(&temp).map_err(io_error("cannot bind", &temp))?;
+    let placed = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))
+        .map_err(io_error("cannot set the mode of", &temp))
+        .and_then(|()| {
+            std::fs::rename(&temp, path).map_err(io_error("cannot move the socket to", path))
+        });
+    if let Err(err) = placed {
+        let _ = std::fs::remove_file(&temp);
+        return Err(err);
+    }
+    let meta = std::fs::symlink_metadata(path).map_err(io_error("cannot stat", path))?;
+    let file = SocketFile {
+        path: path.to_owned(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
+    Ok(Listener {
+        inner: into_tokio(std_listener, path)?,
+        address: SocketAddress::Path(path.to_owned()),
+        peers: PeerPolicy { allowed_uids: None },
+        file: Some(file),
+    })
+}
+
+/// Removes a socket file nobody listens on; refuses a live socket or a non-socket file.
+fn remove_stale(path: &Path) -> Result<(), SocketError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(io_error("cannot stat", path)(err)),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(SocketError::NotASocket(path.to_owned()));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(SocketError::InUse(SocketAddress::Path(path.to_owned()))),
+        Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
+            tracing::info!(path = %path.display(), "removing a stale socket left by an earlier run");
+            std::fs::remove_file(path).map_err(io_error("cannot remove the stale socket", path))
+        }
+        Err(err) => Err(io_error("cannot probe the existing socket", path)(err)),
+    }
+}
+
+fn bind_abstract(name: &str, allowed_uids: &[u32]) -> Result<Listener, SocketError> {
+    use std::os::linux::net::SocketAddrExt as _;
+    let display = PathBuf::from(format!("@{name}"));
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        .map_err(io_error("invalid abstract socket name", &display))?;
+    let std_listener = std::os::unix::net::UnixListener::bind_addr(&addr).map_err(|err| {
+        if err.kind() == io::ErrorKind::AddrInUse {
+            SocketError::InUse(SocketAddress::Abstract(name.to_owned()))
+        } else {
+            io_error("cannot bind", &display)(err)
+        }
+    })?;
+    let own_uid = rustix::process::getuid().as_raw();
+    let mut allowed: Vec<u32> = vec![own_uid, 0];
+    allowed.extend_from_slice(allowed_uids);
+    Ok(Listener {
+        inner: into_tokio(std_listener, &display)?,
+        address: SocketAddress::Abstract(name.to_owned()),
+        peers: PeerPolicy {
+            allowed_uids: Some(allowed.into()),
+        },
+        file: None,
+    })
+}
+
+fn into_tokio(
+    listener: std::os::unix::net::UnixListener,
+    path: &Path,
+) -> Result<UnixListener, SocketError> {
+    listener
+        .set_nonblocking(true)
+        .map_err(io_error("cannot make non-blocking", path))?;
+    UnixListener::from_std(listener).map_err(io_error("cannot register with the runtime", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_endpoint_forms_kube_apiserver_accepts() {
+        assert_eq!(
+            SocketAddress::parse("@ebc.sock").unwrap(),
+            SocketAddress::Abstract("ebc.sock".into())
+        );
+        assert!(SocketAddress::parse("@ebc.eng.hij").is_ok());
+        assert!(SocketAddress::parse("/e/an_b-d/efg").is_ok());
+        for bad in [
+            "@abc@",
+            "@a b",
+            "@",
+            "@a..b",
+            "abc",
+            "/e /xyz /efg",
+            "/tmp/",
+        ] {
+            assert!(
+                SocketAddress::parse(bad).is_err(),
+                "{bad} should be refused"
+            );
+        }
+        assert!(SocketAddress::parse(&format!("/{}", "a".repeat(200))).is_err());
+    }
+}
