@@ -54,7 +54,7 @@ impl LocalKey {
             Algorithm::RS256 => {
                 let key_pair = RsaKeyPair::from_pkcs8(pkcs8_der)
                     .map_err(|err| rsa_rejection(pkcs8_der, err))?;
-                check_rsa_size(key_pair.public_modulus_len() * 8)?;
+                check_rsa_size(rsa_modulus_len(&key_pair) * 8)?;
                 KeyPair::Rsa(key_pair)
             }
             _ => KeyPair::Ecdsa(ecdsa_from_pkcs8(alg, pkcs8_der, &rng)?),
@@ -116,7 +116,7 @@ impl JwsSigner for LocalKey {
                 .map(|sig| sig.as_ref().to_vec())
                 .map_err(|_| failed()),
             KeyPair::Rsa(kp) => {
-                let mut sig = vec![0; kp.public_modulus_len()];
+                let mut sig = vec![0; rsa_modulus_len(kp)];
                 kp.sign(
                     &signature::RSA_PKCS1_SHA256,
                     &self.rng,
@@ -137,6 +137,16 @@ impl fmt::Debug for LocalKey {
             .field("provider", &PROVIDER)
             .finish_non_exhaustive()
     }
+}
+
+#[cfg(feature = "aws-lc-rs")]
+fn rsa_modulus_len(key_pair: &RsaKeyPair) -> usize {
+    key_pair.public_modulus_len()
+}
+
+#[cfg(not(feature = "aws-lc-rs"))]
+fn rsa_modulus_len(key_pair: &RsaKeyPair) -> usize {
+    key_pair.public().modulus_len()
 }
 
 fn check_rsa_size(bits: usize) -> Result<(), KeyError> {
