@@ -176,17 +176,21 @@ impl Clients {
 
 /// A channel to a Unix socket path, dialled as kube-apiserver does (authority `localhost`,
 /// HTTP/2 cleartext). The connector runs per (re)connect.
-pub async fn connect_path(path: &Path) -> Clients {
+pub async fn channel_to_path(path: &Path) -> Channel {
     let path = path.to_owned();
-    let channel = Endpoint::try_from("http://localhost")
+    Endpoint::try_from("http://localhost")
         .expect("static URI")
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
             async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
         }))
         .await
-        .expect("connect to the signet socket");
-    Clients::new(channel)
+        .expect("connect to the signet socket")
+}
+
+/// Clients for both packages over one channel to a socket path.
+pub async fn connect_path(path: &Path) -> Clients {
+    Clients::new(channel_to_path(path).await)
 }
 
 /// A channel to a Linux abstract socket `@name` (given without the `@`).
