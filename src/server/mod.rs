@@ -34,6 +34,9 @@ pub enum ServeError {
 
 /// Binds the configured socket and serves until SIGTERM or SIGINT.
 pub async fn run(config: ServeConfig, keys: KeySet) -> Result<(), ServeError> {
+    // Handlers first: once the socket exists (and the startup line says so), a SIGTERM must
+    // mean a clean shutdown that removes the socket, never death by the default action.
+    let shutdown = shutdown_signal().map_err(ServeError::Signal)?;
     let listener = Listener::bind(&config.socket, config.socket_mode, &config.allowed_uids)?;
     let kids: Vec<String> = keys.published().iter().map(|k| k.kid.to_string()).collect();
     let algs: Vec<&str> = keys.published().iter().map(|k| k.alg.as_str()).collect();
@@ -53,7 +56,6 @@ pub async fn run(config: ServeConfig, keys: KeySet) -> Result<(), ServeError> {
         refresh_hint_seconds = config.refresh_hint.as_secs(),
         "signet serving ExternalJWTSigner v1 and v1alpha1"
     );
-    let shutdown = shutdown_signal().map_err(ServeError::Signal)?;
     serve(
         listener,
         ExternalJwtSignerService::new(signer),
