@@ -242,7 +242,7 @@ async fn an_abstract_socket_works_end_to_end_and_is_not_stolen() {
 /// or key material, whatever was signed or refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_name_socket_kids_and_algs_but_never_claims_or_tokens() {
-    for rust_log in [None, Some("signet=trace,info")] {
+    for rust_log in [None, Some("signet=trace,info"), Some("trace")] {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("signet.sock");
         let key_file = common::key_path("test-rsa2048-pkcs1.pem");
@@ -291,7 +291,15 @@ async fn logs_name_socket_kids_and_algs_but_never_claims_or_tokens() {
         process.signal(Signal::TERM);
         assert_eq!(process.wait_exit().code(), Some(0));
         let lines = process.stderr_lines();
-        assert!(!lines.is_empty());
+        let startup_lines = lines
+            .iter()
+            .filter(|line| line.contains("signet serving"))
+            .count();
+        assert_eq!(startup_lines, 1, "one startup line");
+        if rust_log == Some("trace") {
+            // The filter took effect: the transport's own trace lines are checked too.
+            assert!(lines.len() > 50, "only {} lines at trace", lines.len());
+        }
         for line in &lines {
             let json: serde_json::Value = serde_json::from_str(line)
                 .unwrap_or_else(|_| panic!("--log-format json printed a non-JSON line: {line}"));
