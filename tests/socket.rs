@@ -343,3 +343,124 @@ async fn the_binary_with_no_key_options_signs_with_a_generated_es256_key() {
     sign_and_verify_all(&mut clients).await;
     terminate_cleanly(&mut process, &socket, Signal::TERM);
 }
+
+/// Set in the environment of the helper process below: the abstract name to call.
+const PEER_HELPER_ENV: &str = "SIGNET_TEST_PEER_HELPER_SOCKET";
+/// What the helper prints when its Metadata call succeeded or was turned away.
+const PEER_ADMITTED: &str = "PEER-ADMITTED";
+const PEER_REFUSED: &str = "PEER-REFUSED";
+
+/// Not a test on its own: `an_abstract_socket_admits_only_allowed_uids` runs this test binary
+/// again as another user with `--ignored --exact` and this variable set, to call signet from a
+/// process with a different UID.
+#[test]
+#[ignore = "helper process for an_abstract_socket_admits_only_allowed_uids"]
+fn peer_helper() {
+    let Ok(name) = std::env::var(PEER_HELPER_ENV) else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = runtime.block_on(async {
+        use std::os::linux::net::SocketAddrExt as _;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let channel = tonic::transport::Endpoint::try_from("http://localhost")
+            .unwrap()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let addr = addr.clone();
+                async move {
+                    let stream = std::os::unix::net::UnixStream::connect_addr(&addr)?;
+                    stream.set_nonblocking(true)?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::from_std(stream)?,
+                    ))
+                }
+            }))
+            .await;
+        let Ok(channel) = channel else {
+            return PEER_REFUSED;
+        };
+        let mut client =
+            signet::api::v1::external_jwt_signer_client::ExternalJwtSignerClient::new(channel);
+        let mut request = tonic::Request::new(signet::api::v1::MetadataRequest {});
+        request.set_timeout(std::time::Duration::from_secs(10));
+        match client.metadata(request).await {
+            Ok(_) => PEER_ADMITTED,
+            Err(_) => PEER_REFUSED,
+        }
+    });
+    println!("{outcome}");
+}
+
+/// Runs [`peer_helper`] as `uid` against `@name`; returns what it printed.
+fn call_as_uid(name: &str, uid: u32) -> String {
+    use std::os::unix::process::CommandExt as _;
+    // A copy of this test binary in a world-readable directory, so the other user can run it
+    // wherever the repository is checked out.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.path().join("socket-test-helper");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = std::process::Command::new(&exe)
+        .args(["--ignored", "--exact", "peer_helper", "--nocapture"])
+        .env(PEER_HELPER_ENV, name)
+        .uid(uid)
+        .gid(uid)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the helper as another user");
+    let mut stdout = child.stdout.take().unwrap();
+    let status = common::wait_child(&mut child, common::DEADLINE);
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
+    assert!(status.success(), "helper failed: {out}");
+    out
+}
+
+/// An abstract socket has no file permissions: signet admits only its own UID, root and
+/// `--allowed-uid` (SO_PEERCRED). Needs root to act as another user; CI runs as root.
+#[test]
+fn an_abstract_socket_admits_only_allowed_uids() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to connect as another UID");
+        return;
+    }
+    const OTHER_UID: u32 = 65_534; // nobody
+    let name = common::unique_abstract_name();
+    let address = format!("@{name}");
+
+    let mut process = SignetProcess::spawn(&["serve", "--socket", &address]);
+    process.wait_ready();
+    let out = call_as_uid(&name, OTHER_UID);
+    assert!(
+        out.contains(PEER_REFUSED),
+        "UID {OTHER_UID} was admitted: {out}"
+    );
+    assert!(
+        process.stderr_text().contains("refused connection"),
+        "{}",
+        process.stderr_text()
+    );
+    process.signal(Signal::TERM);
+    assert_eq!(process.wait_exit().code(), Some(0));
+
+    let name = common::unique_abstract_name();
+    let address = format!("@{name}");
+    let mut process = SignetProcess::spawn(&[
+        "serve",
+        "--socket",
+        &address,
+        "--allowed-uid",
+        &OTHER_UID.to_string(),
+    ]);
+    process.wait_ready();
+    let out = call_as_uid(&name, OTHER_UID);
+    assert!(out.contains(PEER_ADMITTED), "allowed UID refused: {out}");
+    process.signal(Signal::TERM);
+    assert_eq!(process.wait_exit().code(), Some(0));
+}
