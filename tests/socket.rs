@@ -403,8 +403,11 @@ fn call_as_uid(name: &str, uid: u32) -> String {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let exe = dir.path().join("socket-test-helper");
-    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let this_exe = std::env::current_exe().unwrap();
+    if std::fs::hard_link(&this_exe, &exe).is_err() {
+        std::fs::copy(&this_exe, &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let mut child = std::process::Command::new(&exe)
         .args(["--ignored", "--exact", "peer_helper", "--nocapture"])
         .env(PEER_HELPER_ENV, name)
