@@ -467,3 +467,103 @@ fn an_abstract_socket_admits_only_allowed_uids() {
     process.signal(Signal::TERM);
     assert_eq!(process.wait_exit().code(), Some(0));
 }
+
+/// A call in flight when SIGTERM arrives still completes (the drain), then signet exits 0.
+///
+/// A raw HTTP/2 client opens a Sign stream and sends only part of its message, so the call is
+/// provably open on the server when the signal arrives; it sends the rest after signet has
+/// logged that it is draining.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_sign_finish() {
+    use prost::Message as _;
+    use tonic::codegen::http;
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("signet.sock");
+    let mut process = SignetProcess::spawn(&["serve", "--socket", socket.to_str().unwrap()]);
+    process.wait_ready();
+    let mut clients = common::connect_path(&socket).await;
+    let keys = clients.fetch_keys(Api::V1).await.unwrap();
+    drop(clients);
+
+    let io = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    let (client, connection) = h2::client::handshake(io).await.expect("HTTP/2 handshake");
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let grpc_request = |path: &str| {
+        http::Request::builder()
+            .method("POST")
+            .uri(format!("http://localhost{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap()
+    };
+    let grpc_frame = |message: &[u8]| {
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+        frame.extend_from_slice(message);
+        bytes::Bytes::from(frame)
+    };
+
+    let case = &common::recorded_claims()[0];
+    let sign = grpc_frame(
+        &signet::api::v1::SignJwtRequest {
+            claims: case.claims.clone(),
+        }
+        .encode_to_vec(),
+    );
+    let (sign_response, mut sign_body) = client
+        .send_request(grpc_request("/v1.ExternalJWTSigner/Sign"), false)
+        .unwrap();
+    sign_body.send_data(sign.slice(..10), false).unwrap();
+
+    // A complete call on a later stream: once it is answered, the server has opened the Sign
+    // stream too (stream ids open in order on one connection).
+    let mut client = client.ready().await.unwrap();
+    let (metadata_response, mut metadata_body) = client
+        .send_request(grpc_request("/v1.ExternalJWTSigner/Metadata"), false)
+        .unwrap();
+    metadata_body.send_data(grpc_frame(&[]), true).unwrap();
+    let metadata_response = metadata_response.await.expect("Metadata answered");
+    assert_eq!(metadata_response.status(), 200);
+
+    process.signal(Signal::TERM);
+    process.wait_for_line("draining in-flight calls");
+
+    sign_body.send_data(sign.slice(10..), true).unwrap();
+    let response = sign_response.await.expect("Sign answered during the drain");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut payload = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        payload.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await.unwrap().expect("gRPC trailers");
+    assert_eq!(trailers["grpc-status"], "0", "{trailers:?}");
+    assert_eq!(payload[0], 0, "uncompressed gRPC frame");
+    let signed = signet::api::v1::SignJwtResponse::decode(&payload[5..]).unwrap();
+
+    let audiences = ["https://kubernetes.default.svc.cluster.local"];
+    let verifier =
+        IndependentVerifier::from_fetch_keys(&keys, RECORDED_ISSUER, &audiences).unwrap();
+    verifier
+        .verify(&verifier::assemble(
+            &signed.header,
+            &case.claims,
+            &signed.signature,
+        ))
+        .expect("the drained Sign verifies");
+
+    drop(client);
+    let status = process.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", process.stderr_text());
+    assert!(!socket.exists());
+    assert!(
+        !process.stderr_text().contains("grace period over"),
+        "the call should finish within the grace period"
+    );
+    let _ = connection.await;
+}

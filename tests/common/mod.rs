@@ -396,6 +396,22 @@ impl SignetProcess {
         }
     }
 
+    /// Waits (bounded) for a stderr line containing `needle`, skipping earlier lines.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(err) => panic!(
+                    "no stderr line with {needle:?} ({err}); stderr:\n{}",
+                    self.stderr_text()
+                ),
+            }
+        }
+    }
+
     /// Sends `signal` to the child.
     pub fn signal(&self, signal: rustix::process::Signal) {
         rustix::process::kill_process(self.pid(), signal).expect("signal the signet child");
