@@ -326,6 +326,46 @@ async fn several_key_files_publish_all_and_the_first_signs() {
     .await;
 }
 
+/// Key files as operators have them: a certificate and comment lines before the key (a
+/// cert+key bundle), and Windows line endings. The published key is still the key's own.
+#[tokio::test]
+async fn key_files_with_other_pem_blocks_or_crlf_line_endings_load() {
+    let bundle = common::key_path("test-ec256-pkcs8-with-cert.pem");
+    let dir = tempfile::tempdir().unwrap();
+    let crlf = dir.path().join("sa-crlf.key");
+    let original = common::key_path("test-rsa2048-pkcs1.pem");
+    let text = std::fs::read_to_string(&original).unwrap();
+    std::fs::write(&crlf, text.replace('\n', "\r\n")).unwrap();
+
+    for (path, same_key_as, alg) in [
+        (bundle, common::key_path("test-ec256-pkcs8.pem"), "ES256"),
+        (crlf, original, "RS256"),
+    ] {
+        let signer = InProcessSigner::start(&["--key-file", path.to_str().unwrap()]).await;
+        let mut clients = signer.clients().await;
+        let keys = clients.fetch_keys(Api::V1).await.unwrap();
+        check_fetch_keys(
+            &keys,
+            &[common::fixture_public_key_der(&same_key_as)],
+            SystemTime::now() - Duration::from_secs(60),
+        );
+        let audiences = recorded_audiences();
+        let audiences: Vec<&str> = audiences.iter().map(String::as_str).collect();
+        let verifier =
+            IndependentVerifier::from_fetch_keys(&keys, RECORDED_ISSUER, &audiences).unwrap();
+        let case = &common::recorded_claims()[0];
+        let signed = clients.sign(Api::V1, &case.claims).await.unwrap();
+        check_signed_token(
+            &signed.header,
+            &signed.signature,
+            &case.claims,
+            &keys,
+            alg,
+            &verifier,
+        );
+    }
+}
+
 /// The generated in-memory default (no key options): one ES256 key, and the contract holds.
 #[tokio::test]
 async fn in_memory_default_is_es256_and_signs() {
