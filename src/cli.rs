@@ -1,6 +1,7 @@
 //! Command-line surface: `signet serve` and the flags an operator meets. Parsing only; what the
 //! flags mean is checked in [`crate::config`].
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -76,6 +77,22 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish before signet exits.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Serve the OIDC discovery documents (/openid/v1/jwks, /.well-known/openid-configuration)
+    /// and /healthz over plain HTTP on this address, e.g. 127.0.0.1:8080. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+
+    /// The issuer named in the discovery document: kube-apiserver's first
+    /// --service-account-issuer. An https URL without query or fragment. Required with
+    /// --http-listen.
+    #[arg(long, value_name = "URL", requires = "http_listen")]
+    pub issuer: Option<String>,
+
+    /// The jwks_uri named in the discovery document (kube-apiserver's
+    /// --service-account-jwks-uri). An https URL. Default: <issuer>/openid/v1/jwks.
+    #[arg(long, value_name = "URL", requires = "http_listen")]
+    pub jwks_uri: Option<String>,
 }
 
 /// A duration such as `24h`, `90m`, `3600s` or `1h30m`; a bare number is seconds.
