@@ -10,7 +10,8 @@
 //! - [`keyring`]: the published key set and the active key, swapped atomically;
 //! - [`jwks`]: the OIDC discovery documents (JWK Set, openid-configuration) for relying parties;
 //! - [`jws`]: header, signing input, claims checks;
-//! - [`keys`]: a key as an object (kid, algorithm, public key, sign), PEM loading, the provider.
+//! - [`keys`]: a key as an object (kid, algorithm, public key, sign), PEM loading, the provider;
+//! - [`verify`]: `signet verify`, an operator's token check against a running signer.
 
 pub mod api;
 pub mod cli;
@@ -22,3 +23,4 @@ pub mod keys;
 pub mod logging;
 pub mod server;
 pub mod signer;
+pub mod verify;
