@@ -50,6 +50,11 @@ pub async fn run(config: ServeConfig, keys: KeySet) -> Result<(), ServeError> {
         config.max_token_expiration,
         config.refresh_hint,
     ));
+    // Bound before the announcement below, so "serving" means every listener is up.
+    let oidc_http = match &config.oidc_http {
+        Some(http) => Some(OidcHttpServer::bind(http, signer.clone()).await?),
+        None => None,
+    };
     tracing::info!(
         socket = %listener.address(),
         kids = ?kids,
@@ -60,10 +65,6 @@ pub async fn run(config: ServeConfig, keys: KeySet) -> Result<(), ServeError> {
         refresh_hint_seconds = config.refresh_hint.as_secs(),
         "signet serving ExternalJWTSigner v1 and v1alpha1"
     );
-    let oidc_http = match &config.oidc_http {
-        Some(http) => Some(OidcHttpServer::bind(http, signer.clone()).await?),
-        None => None,
-    };
     let shutdown = shutdown_signal().map_err(ServeError::Signal)?;
     let (shutdown, oidc_http) = spawn_beside(oidc_http, shutdown, config.shutdown_grace);
     let served = serve(
