@@ -8,15 +8,19 @@
 //! - [`server`]: the socket, peer checks, shutdown;
 //! - [`signer`]: Sign/FetchKeys/Metadata in domain terms;
 //! - [`keyring`]: the published key set and the active key, swapped atomically;
+//! - [`jwks`]: the OIDC discovery documents (JWK Set, openid-configuration) for relying parties;
 //! - [`jws`]: header, signing input, claims checks;
-//! - [`keys`]: a key as an object (kid, algorithm, public key, sign), PEM loading, the provider.
+//! - [`keys`]: a key as an object (kid, algorithm, public key, sign), PEM loading, the provider;
+//! - [`verify`]: `signet verify`, an operator's token check against a running signer.
 
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod jwks;
 pub mod jws;
 pub mod keyring;
 pub mod keys;
 pub mod logging;
 pub mod server;
 pub mod signer;
+pub mod verify;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use signet::cli::{Cli, Command, ServeArgs};
+use signet::cli::{Cli, Command, ServeArgs, VerifyArgs};
 use signet::config::{ServeConfig, EXIT_CONFIG};
 
 fn main() -> ExitCode {
@@ -24,6 +24,20 @@ fn main() -> ExitCode {
     signet::logging::init(cli.log_format);
     match cli.command {
         Command::Serve(args) => serve(&args),
+        Command::Verify(args) => verify(&args),
+    }
+}
+
+fn verify(args: &VerifyArgs) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(signet::verify::run(args)),
+        Err(err) => {
+            eprintln!("signet verify: cannot start the async runtime: {err}");
+            ExitCode::from(signet::verify::EXIT_CANNOT_CHECK)
+        }
     }
 }
 

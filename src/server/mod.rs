@@ -1,6 +1,7 @@
 //! Running the signer: bind the socket, serve both API versions, drain on SIGTERM/SIGINT within
 //! a bounded grace period, remove the socket on the way out.
 
+mod oidc_http;
 mod socket;
 
 use std::future::Future;
@@ -14,6 +15,10 @@ use crate::config::ServeConfig;
 use crate::keyring::{KeyRing, KeySet};
 use crate::signer::TokenSigner;
 
+pub use oidc_http::{
+    HttpError, OidcHttpServer, HEALTHZ_PATH, JWKS_CONTENT_TYPE, JWKS_PATH,
+    OPENID_CONFIGURATION_PATH,
+};
 pub use socket::{Listener, SocketAddress, SocketError, SocketFile};
 
 /// Largest request message accepted. Above [`crate::jws::MAX_CLAIMS_LEN`] so that oversized
@@ -30,6 +35,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    Http(#[from] HttpError),
 }
 
 /// Binds the configured socket and serves until SIGTERM or SIGINT.
@@ -46,6 +53,11 @@ pub async fn run(config: ServeConfig, keys: KeySet) -> Result<(), ServeError> {
         config.max_token_expiration,
         config.refresh_hint,
     ));
+    // Bound before the announcement below, so "serving" means every listener is up.
+    let oidc_http = match &config.oidc_http {
+        Some(http) => Some(OidcHttpServer::bind(http, signer.clone()).await?),
+        None => None,
+    };
     tracing::info!(
         socket = %listener.address(),
         kids = ?kids,
@@ -56,13 +68,45 @@ pub async fn run(config: ServeConfig, keys: KeySet) -> Result<(), ServeError> {
         refresh_hint_seconds = config.refresh_hint.as_secs(),
         "signet serving ExternalJWTSigner v1 and v1alpha1"
     );
-    serve(
+    let (shutdown, oidc_http) = spawn_beside(oidc_http, shutdown, config.shutdown_grace);
+    let served = serve(
         listener,
         ExternalJwtSignerService::new(signer),
         config.shutdown_grace,
         shutdown,
     )
-    .await
+    .await;
+    if let Some(oidc_http) = oidc_http {
+        let _ = oidc_http.await;
+    }
+    served
+}
+
+/// Runs the `--http-listen` server beside the gRPC one: it stops at the moment `shutdown`
+/// fires (when gRPC starts draining), or when the gRPC server ends on its own. Returns the
+/// shutdown future for the gRPC server and the HTTP server's task.
+fn spawn_beside(
+    oidc_http: Option<OidcHttpServer>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> (
+    impl Future<Output = ()>,
+    Option<tokio::task::JoinHandle<()>>,
+) {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = oidc_http.map(|server| {
+        tokio::spawn(server.serve(
+            async {
+                let _ = stop_rx.await;
+            },
+            grace,
+        ))
+    });
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(());
+    };
+    (shutdown, task)
 }
 
 /// Serves `service` on `listener` until `shutdown` completes, then stops accepting, removes
