@@ -9,14 +9,18 @@
 //! - [`signer`]: Sign/FetchKeys/Metadata in domain terms;
 //! - [`keyring`]: the published key set and the active key, swapped atomically;
 //! - [`jws`]: header, signing input, claims checks;
-//! - [`keys`]: a key as an object (kid, algorithm, public key, sign), PEM loading, the provider.
+//! - [`keys`]: a key as an object (kid, algorithm, public key, sign), PEM loading, the provider;
+//! - [`lifecycle`]: next → active → retired → removed, rotation policy and clock;
+//! - [`backend`]: where keys are stored and signed (memory, directory), behind one trait.
 
 pub mod api;
+pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod jws;
 pub mod keyring;
 pub mod keys;
+pub mod lifecycle;
 pub mod logging;
 pub mod server;
 pub mod signer;
