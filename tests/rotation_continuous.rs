@@ -159,7 +159,7 @@ impl Verifier {
             .into_inner();
         assert!(!response.keys.is_empty());
         let kids: Vec<String> = response.keys.iter().map(|k| k.key_id.clone()).collect();
-        let timestamp = response.data_timestamp.clone().expect("data_timestamp set");
+        let timestamp = response.data_timestamp.expect("data_timestamp set");
         if let Some(previous) = &self.data_timestamp {
             if kids == self.order {
                 assert_eq!(
