@@ -589,8 +589,16 @@ async fn every_change_is_persisted_before_it_returns() {
     let before = lifecycle.list().await;
     drop(lifecycle);
 
+    // The next key was prepared while nothing served it: it was not visible to anyone, so its
+    // lead counts from when this process started publishing.
+    clock.advance(Duration::from_secs(3600));
     let lifecycle = open(false);
     assert_eq!(lifecycle.list().await, before);
+    let err = lifecycle.promote(false).await.unwrap_err();
+    assert!(
+        matches!(err, LifecycleError::NextKeyNotReady { ready_at, .. } if ready_at == t0() + Duration::from_secs(3600) + LEAD),
+        "{err}"
+    );
     clock.advance(LEAD);
     lifecycle.promote(false).await.unwrap();
     let before = lifecycle.list().await;

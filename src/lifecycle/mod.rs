@@ -189,6 +189,9 @@ pub struct KeyLifecycle {
     keyring: Arc<KeyRing>,
     entries: tokio::sync::Mutex<Vec<Entry>>,
     last_error: StdMutex<Option<String>>,
+    /// When this process started publishing. A next key prepared while no server ran (offline
+    /// `signet keys rotate`) was not visible to anyone before: its lead counts from here.
+    serving_since: SystemTime,
 }
 
 impl KeyLifecycle {
@@ -317,8 +320,10 @@ impl KeyLifecycle {
         clock: Arc<dyn Clock>,
         entries: Vec<Entry>,
     ) -> Result<Self, LifecycleError> {
-        let keyring = Arc::new(KeyRing::new(key_set(&entries, clock.now())?));
+        let serving_since = clock.now();
+        let keyring = Arc::new(KeyRing::new(key_set(&entries, serving_since)?));
         Ok(Self {
+            serving_since,
             backend,
             store,
             policy,
@@ -515,7 +520,7 @@ impl KeyLifecycle {
                     let record = self.rotate_locked(&mut entries, None, now).await?;
                     tracing::info!(kid = %record.kid, due = %rfc3339(due), "automatic rotation: next key prepared");
                 }
-                Some(next) if now >= due && now >= next.stored.published_at + lead => {
+                Some(next) if now >= due && now >= self.ready_at(&next.stored) => {
                     let record = self.promote_locked(&mut entries, false, now).await?;
                     tracing::info!(kid = %record.kid, "automatic rotation: next key promoted");
                 }
@@ -593,7 +598,7 @@ impl KeyLifecycle {
             .iter()
             .position(|e| e.stored.state == KeyState::Next)
             .ok_or(LifecycleError::NoNextKey)?;
-        let ready_at = entries[next_index].stored.published_at + self.policy.publish_lead;
+        let ready_at = self.ready_at(&entries[next_index].stored);
         if !force && now < ready_at {
             return Err(LifecycleError::NextKeyNotReady {
                 kid: entries[next_index].stored.kid.clone(),
@@ -687,6 +692,11 @@ impl KeyLifecycle {
         self.keyring.publish(key_set);
         *entries = next;
         Ok(())
+    }
+
+    /// When a next key has been visible in FetchKeys for the publish lead.
+    fn ready_at(&self, stored: &StoredKey) -> SystemTime {
+        stored.published_at.max(self.serving_since) + self.policy.publish_lead
     }
 
     /// When a retired key may go. Imported keys have none: they may have signed tokens
