@@ -260,3 +260,47 @@ fn serve_refuses_a_bad_store_before_binding() {
     );
     assert!(stderr.contains("--rotation-period"), "{stderr}");
 }
+
+fn config(args: &[&str]) -> signet::config::ServeConfig {
+    use clap::Parser as _;
+    let mut argv = vec!["signet", "serve", "--socket", "/run/test/signet.sock"];
+    argv.extend_from_slice(args);
+    let cli = signet::cli::Cli::try_parse_from(argv).unwrap();
+    let signet::cli::Command::Serve(serve) = cli.command else {
+        panic!("not serve")
+    };
+    signet::config::ServeConfig::from_args(&serve).unwrap()
+}
+
+#[tokio::test]
+async fn without_key_dir_serve_keeps_its_in_memory_and_key_file_behaviour() {
+    // Default: one generated ES256 key, rotating in memory every 30 days.
+    let lifecycle = signet::server::build_lifecycle(&config(&[])).unwrap();
+    let keys = lifecycle.list().await;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].alg, signet::keys::Algorithm::ES256);
+    let status = lifecycle.status().await;
+    assert_eq!(status.active_kid.as_deref(), Some(keys[0].kid.as_str()));
+    assert!(status.next_rotation_at.is_some());
+
+    // --key-file: the first signs, the others are published verify-only; no rotation.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let first = fixtures.join("lifecycle-ec-sec1.key");
+    let second = fixtures.join("lifecycle-sa-pkcs1.key");
+    let lifecycle = signet::server::build_lifecycle(&config(&[
+        "--key-file",
+        first.to_str().unwrap(),
+        "--key-file",
+        second.to_str().unwrap(),
+    ]))
+    .unwrap();
+    let keys = lifecycle.list().await;
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].state, signet::lifecycle::KeyState::Active);
+    assert_eq!(keys[0].alg, signet::keys::Algorithm::ES256);
+    assert!(keys[1].verify_only);
+    assert_eq!(lifecycle.status().await.next_rotation_at, None);
+    let snapshot = lifecycle.keyring().snapshot();
+    assert_eq!(snapshot.signing_key().unwrap().kid(), keys[0].kid);
+    assert_eq!(snapshot.published().len(), 2);
+}
