@@ -43,10 +43,10 @@ fn keys(command: KeysCommand) -> ExitCode {
             let Some(dir) = args.key_dir else {
                 return missing_store_flag("import");
             };
-            let pem = match std::fs::read(&args.file) {
-                Ok(pem) => zeroize::Zeroizing::new(pem),
+            let pem = match signet::backend::read_private_key_file(&args.file) {
+                Ok(pem) => pem,
                 Err(err) => {
-                    eprintln!("error: cannot read {}: {err}", args.file.display());
+                    eprintln!("error: {err}");
                     return ExitCode::FAILURE;
                 }
             };

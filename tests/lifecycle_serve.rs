@@ -304,3 +304,48 @@ async fn without_key_dir_serve_keeps_its_in_memory_and_key_file_behaviour() {
     assert_eq!(snapshot.signing_key().unwrap().kid(), keys[0].kid);
     assert_eq!(snapshot.published().len(), 2);
 }
+
+#[test]
+fn offline_import_refuses_bad_input_and_changes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let store = init_store(root.path());
+    let state = || std::fs::read(Path::new(&store).join("state.json")).unwrap();
+    let before = state();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let import = |file: &Path| {
+        let output = signet(&["keys", "import", "--key-dir", &store, "--file"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+
+    let readable = root.path().join("readable.key");
+    std::fs::copy(fixtures.join("lifecycle-sa-pkcs1.key"), &readable).unwrap();
+    std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let stderr = import(&readable);
+    assert!(stderr.contains("chmod 0600"), "{stderr}");
+
+    let weak = root.path().join("weak.key");
+    std::fs::copy(fixtures.join("lifecycle-rsa1024-weak.key"), &weak).unwrap();
+    std::fs::set_permissions(&weak, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let stderr = import(&weak);
+    assert!(stderr.contains("1024 bits is too small"), "{stderr}");
+
+    let garbage = root.path().join("garbage.key");
+    std::fs::write(&garbage, b"not a key").unwrap();
+    std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let stderr = import(&garbage);
+    assert!(stderr.contains("no private key found"), "{stderr}");
+
+    let stderr = import(&root.path().join("missing.key"));
+    assert!(stderr.contains("missing.key"), "{stderr}");
+
+    assert_eq!(state(), before, "nothing changed");
+    let pem_files = std::fs::read_dir(&store)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("pem".as_ref()))
+        .count();
+    assert_eq!(pem_files, 1, "no key file was added");
+}
