@@ -37,6 +37,81 @@ pub enum Command {
     /// Check a token against the keys a running signer publishes (FetchKeys over its socket).
     /// Exit 0: verified; 1: does not verify; 2: cannot be checked.
     Verify(VerifyArgs),
+    /// Manage signing keys: offline on a key directory (--key-dir), or on a running server.
+    Keys(KeysArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+/// `signet keys <command>`: each works offline on a stopped server's store with `--key-dir`
+/// (the directory is locked while the command runs).
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a new key store with one active key (the directory must be new or empty).
+    Init(KeysInitArgs),
+    /// Prepare a next key: published now, signing only once promoted.
+    Rotate(KeysRotateArgs),
+    /// Import a PEM private key (e.g. kube-apiserver's sa.key) under the in-tree kid.
+    Import(KeysImportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysInitArgs {
+    /// The key store directory to create (mode 0700).
+    #[arg(long, value_name = "DIR")]
+    pub key_dir: PathBuf,
+
+    /// Algorithm of the first key.
+    #[arg(long, default_value = "ES256", value_parser = parse_algorithm)]
+    pub alg: Algorithm,
+
+    /// RSA modulus size for RS256: 2048, 3072 or 4096.
+    #[arg(long, default_value_t = 2048)]
+    pub rsa_bits: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysRotateArgs {
+    /// Work offline on this key store (the server using it must be stopped).
+    #[arg(long, value_name = "DIR")]
+    pub key_dir: Option<PathBuf>,
+
+    /// Algorithm of the new key (default: the active key's). A rotation may change it, e.g.
+    /// from an imported RSA sa.key to ES256.
+    #[arg(long, value_parser = parse_algorithm)]
+    pub alg: Option<Algorithm>,
+
+    /// RSA modulus size when the new key is RS256: 2048, 3072 or 4096.
+    #[arg(long, default_value_t = 2048)]
+    pub rsa_bits: usize,
+
+    /// Promote the new key at once, skipping the publish lead (requires --force): verifiers
+    /// that have not refreshed their keys reject its tokens until they do.
+    #[arg(long, requires = "force")]
+    pub promote_now: bool,
+
+    /// Confirm an operation that skips a safety delay.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysImportArgs {
+    /// Work offline on this key store (the server using it must be stopped).
+    #[arg(long, value_name = "DIR")]
+    pub key_dir: Option<PathBuf>,
+
+    /// PEM private key: PKCS#8, PKCS#1 RSA (kubeadm's sa.key) or SEC1 EC.
+    #[arg(long, value_name = "PATH")]
+    pub file: PathBuf,
+
+    /// Publish the key for verification only; never sign with it.
+    #[arg(long)]
+    pub verify_only: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -60,6 +135,21 @@ pub struct ServeArgs {
     /// published. Without it, a key is generated in memory at start.
     #[arg(long = "key-file", value_name = "PATH")]
     pub key_files: Vec<PathBuf>,
+
+    /// Keep keys and their lifecycle state in this directory (create it with `signet keys
+    /// init`). Without it (and without --key-file), keys live in memory and die with the
+    /// process.
+    #[arg(long, value_name = "DIR", conflicts_with = "key_files")]
+    pub key_dir: Option<PathBuf>,
+
+    /// How long a new key is published before it signs [default: 2 x --refresh-hint].
+    #[arg(long, value_parser = parse_duration)]
+    pub publish_lead: Option<Duration>,
+
+    /// Automatic rotation period; 0 disables automatic rotation [default: 30d; disabled with
+    /// --key-file].
+    #[arg(long, value_parser = parse_duration)]
+    pub rotation_period: Option<Duration>,
 
     /// Algorithm of the in-memory key generated when no --key-file is given.
     #[arg(long, default_value = "ES256", value_parser = parse_algorithm)]

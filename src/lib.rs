@@ -11,15 +11,19 @@
 //! - [`jwks`]: the OIDC discovery documents (JWK Set, openid-configuration) for relying parties;
 //! - [`jws`]: header, signing input, claims checks;
 //! - [`keys`]: a key as an object (kid, algorithm, public key, sign), PEM loading, the provider;
-//! - [`verify`]: `signet verify`, an operator's token check against a running signer.
+//! - [`verify`]: `signet verify`, an operator's token check against a running signer;
+//! - [`lifecycle`]: next → active → retired → removed, rotation policy and clock;
+//! - [`backend`]: where keys are stored and signed (memory, directory), behind one trait.
 
 pub mod api;
+pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod jwks;
 pub mod jws;
 pub mod keyring;
 pub mod keys;
+pub mod lifecycle;
 pub mod logging;
 pub mod server;
 pub mod signer;

@@ -11,8 +11,12 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::api::ExternalJwtSignerService;
-use crate::config::ServeConfig;
-use crate::keyring::{KeyRing, KeySet};
+use crate::backend::{DirectoryBackend, MemoryBackend};
+use crate::config::{ConfigError, KeySource, ServeConfig};
+use crate::keys::{self, LocalKey, SigningKey};
+use crate::lifecycle::{
+    FileStateStore, InitialKeys, KeyLifecycle, LifecycleError, MemoryStateStore, SystemClock,
+};
 use crate::signer::TokenSigner;
 
 pub use oidc_http::{
@@ -39,15 +43,82 @@ pub enum ServeError {
     Http(#[from] HttpError),
 }
 
-/// Binds the configured socket and serves until SIGTERM or SIGINT.
-pub async fn run(config: ServeConfig, keys: KeySet) -> Result<(), ServeError> {
+/// Builds the key lifecycle `signet serve` runs with: the `--key-dir` store, the `--key-file`
+/// keys (first active, others verify-only), or one generated in-memory key. Blocking (reads
+/// files, may generate an RSA key): call it before the runtime starts or from
+/// `spawn_blocking`.
+pub fn build_lifecycle(config: &ServeConfig) -> Result<Arc<KeyLifecycle>, ConfigError> {
+    let policy = config.rotation_policy();
+    let clock = Arc::new(SystemClock);
+    let lifecycle = match &config.key_source {
+        KeySource::Directory(dir) => KeyLifecycle::open(
+            Arc::new(DirectoryBackend::open(dir).map_err(LifecycleError::from)?),
+            Arc::new(FileStateStore::new(dir)),
+            policy,
+            clock,
+        )?,
+        KeySource::Generated { alg } => KeyLifecycle::create(
+            Arc::new(MemoryBackend::new()),
+            Arc::new(MemoryStateStore::new()),
+            policy,
+            clock,
+            InitialKeys::Generate(*alg),
+        )
+        .map_err(|err| match err {
+            LifecycleError::Key(source) => ConfigError::Generate { alg: *alg, source },
+            other => ConfigError::KeyStore(other),
+        })?,
+        KeySource::Files(paths) => {
+            let mut keys: Vec<(std::path::PathBuf, String, zeroize::Zeroizing<Vec<u8>>)> =
+                Vec::with_capacity(paths.len());
+            for path in paths {
+                let pem = zeroize::Zeroizing::new(std::fs::read(path).map_err(|source| {
+                    ConfigError::ReadKeyFile {
+                        path: path.clone(),
+                        source,
+                    }
+                })?);
+                let key_error = |source| ConfigError::KeyFile {
+                    path: path.clone(),
+                    source,
+                };
+                let pkcs8 = keys::pkcs8_from_pem(&pem).map_err(key_error)?;
+                let kid =
+                    SigningKey::new(Arc::new(LocalKey::from_pkcs8(&pkcs8).map_err(key_error)?))
+                        .kid()
+                        .to_owned();
+                if let Some((first, _, _)) = keys.iter().find(|(_, k, _)| *k == kid) {
+                    return Err(ConfigError::DuplicateKey {
+                        first: first.clone(),
+                        second: path.clone(),
+                        kid,
+                    });
+                }
+                keys.push((path.clone(), kid, pkcs8));
+            }
+            KeyLifecycle::create(
+                Arc::new(MemoryBackend::new()),
+                Arc::new(MemoryStateStore::new()),
+                policy,
+                clock,
+                InitialKeys::Import(keys.into_iter().map(|(_, _, pkcs8)| pkcs8).collect()),
+            )?
+        }
+    };
+    Ok(Arc::new(lifecycle))
+}
+
+/// Binds the configured socket and serves until SIGTERM or SIGINT, with automatic rotation
+/// running in the background.
+pub async fn run(config: ServeConfig, lifecycle: Arc<KeyLifecycle>) -> Result<(), ServeError> {
     // Handlers first: once the socket exists (and the startup line says so), a SIGTERM must
     // mean a clean shutdown that removes the socket, never death by the default action.
     let shutdown = shutdown_signal().map_err(ServeError::Signal)?;
     let listener = Listener::bind(&config.socket, config.socket_mode, &config.allowed_uids)?;
+    let keyring = Arc::clone(lifecycle.keyring());
+    let keys = keyring.snapshot();
     let kids: Vec<String> = keys.published().iter().map(|k| k.kid.to_string()).collect();
     let algs: Vec<&str> = keys.published().iter().map(|k| k.alg.as_str()).collect();
-    let keyring = Arc::new(KeyRing::new(keys));
     let signer = Arc::new(TokenSigner::new(
         keyring,
         config.max_token_expiration,
@@ -58,16 +129,20 @@ pub async fn run(config: ServeConfig, keys: KeySet) -> Result<(), ServeError> {
         Some(http) => Some(OidcHttpServer::bind(http, signer.clone()).await?),
         None => None,
     };
+    let policy = lifecycle.policy();
     tracing::info!(
         socket = %listener.address(),
         kids = ?kids,
         algs = ?algs,
-        signing_kid = %kids[0],
+        signing_kid = keys.signing_key().map(|k| k.kid()).unwrap_or(""),
         provider = crate::keys::PROVIDER,
         max_token_expiration_seconds = signer.max_token_expiration_secs(),
         refresh_hint_seconds = config.refresh_hint.as_secs(),
+        publish_lead_seconds = policy.publish_lead.as_secs(),
+        rotation_period_seconds = policy.rotation_period.map_or(0, |p| p.as_secs()),
         "signet serving ExternalJWTSigner v1 and v1alpha1"
     );
+    let rotation = lifecycle.spawn_rotation_task();
     let (shutdown, oidc_http) = spawn_beside(oidc_http, shutdown, config.shutdown_grace);
     let served = serve(
         listener,
@@ -76,6 +151,7 @@ pub async fn run(config: ServeConfig, keys: KeySet) -> Result<(), ServeError> {
         shutdown,
     )
     .await;
+    rotation.abort();
     if let Some(oidc_http) = oidc_http {
         let _ = oidc_http.await;
     }
