@@ -105,7 +105,7 @@ async fn socket_mode_0660_admits_the_group_and_sigint_also_exits_0() {
 /// still exits 0 and removes the socket.
 #[test]
 fn shutdown_is_bounded_by_the_grace_period_even_with_a_stuck_client() {
-    use std::io::Write as _;
+    use std::io::{Read as _, Write as _};
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("signet.sock");
     let mut process = SignetProcess::spawn(&[
@@ -121,6 +121,11 @@ fn shutdown_is_bounded_by_the_grace_period_even_with_a_stuck_client() {
     stuck
         .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         .unwrap();
+    // The server's own SETTINGS frame proves it accepted and is serving this connection;
+    // without it, SIGTERM could land while the connection still waits in the backlog.
+    let mut first_frame = [0u8; 9];
+    stuck.read_exact(&mut first_frame).unwrap();
+    assert_eq!(first_frame[3], 0x4, "expected the server's SETTINGS frame");
     terminate_cleanly(&mut process, &socket, Signal::TERM);
     assert!(
         process.stderr_text().contains("grace period over"),

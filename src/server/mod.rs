@@ -132,8 +132,8 @@ pub async fn run(config: ServeConfig, lifecycle: Arc<KeyLifecycle>) -> Result<()
     let policy = lifecycle.policy();
     tracing::info!(
         socket = %listener.address(),
-        kids = ?kids,
-        algs = ?algs,
+        kids = %kids.join(","),
+        algs = %algs.join(","),
         signing_kid = keys.signing_key().map(|k| k.kid()).unwrap_or(""),
         provider = crate::keys::PROVIDER,
         max_token_expiration_seconds = signer.max_token_expiration_secs(),

@@ -163,8 +163,8 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds `address`. A file socket gets permission bits `mode` before anyone can connect
-    /// (it is bound under a temporary name, chmod-ed, then renamed into place); a stale socket
+    /// Binds `address`. A file socket is owner-only from the moment it exists and gets
+    /// permission bits `mode` before serving starts; a stale socket
     /// left by a crash is replaced, a live one is not. For an abstract socket, peers other
     /// than our own UID, root and `allowed_uids` are turned away.
     pub fn bind(
@@ -222,29 +222,23 @@ fn bind_path(path: &Path, mode: u32) -> Result<Listener, SocketError> {
     }
     remove_stale(path)?;
 
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let temp = parent.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    if temp.as_os_str().len() > MAX_PATH_LEN {
-        return Err(SocketError::Io {
-            what: "socket path leaves no room for a temporary name",
-            path: path.to_owned(),
-            source: io::Error::from(io::ErrorKind::InvalidInput),
-        });
-    }
-    let _ = std::fs::remove_file(&temp);
-    let std_listener =
-        std::os::unix::net::UnixListener::bind(&temp).map_err(io_error("cannot bind", &temp))?;
-    let placed = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))
-        .map_err(io_error("cannot set the mode of", &temp))
-        .and_then(|()| {
-            std::fs::rename(&temp, path).map_err(io_error("cannot move the socket to", path))
-        });
-    if let Err(err) = placed {
-        let _ = std::fs::remove_file(&temp);
-        return Err(err);
+    // bind(2) gives the socket file the mode 0777 & !umask. Narrowing the umask to owner-only
+    // for the bind means no other user can connect in the instant before the chmod below,
+    // whatever umask signet was started with. The umask is process-wide: a file another
+    // thread creates meanwhile can only come out stricter, never wider.
+    let previous = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    rustix::process::umask(previous);
+    let std_listener = bound.map_err(|err| {
+        if err.kind() == io::ErrorKind::AddrInUse {
+            SocketError::InUse(SocketAddress::Path(path.to_owned()))
+        } else {
+            io_error("cannot bind", path)(err)
+        }
+    })?;
+    if let Err(err) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        let _ = std::fs::remove_file(path);
+        return Err(io_error("cannot set the mode of", path)(err));
     }
     let meta = std::fs::symlink_metadata(path).map_err(io_error("cannot stat", path))?;
     let file = SocketFile {
