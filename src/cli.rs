@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::admin::{OutputFormat, DEFAULT_ADMIN_SOCKET};
 use crate::keys::Algorithm;
+use crate::server::SocketAddress;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +35,121 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve ExternalJWTSigner (v1 and v1alpha1) on a Unix socket.
     Serve(ServeArgs),
+    /// Manage signing keys of a running server through its admin socket.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `signet keys ...`: each talks to a running `signet serve` over its admin socket.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List every key: kid, algorithm, state and its lifecycle times.
+    List(ListArgs),
+    /// Show the active and next key, the next automatic rotation and the last error.
+    Status(StatusArgs),
+    /// Prepare a next key now: published at once, signing only once promoted.
+    Rotate(RotateArgs),
+    /// Make the next key the signing key; the previous one is retired.
+    Promote(PromoteArgs),
+    /// Stop a key from signing; it stays published until its removal is due.
+    Retire(RetireArgs),
+    /// Remove a retired key from FetchKeys and from the store.
+    Remove(RemoveArgs),
+    /// Import a PEM private key (e.g. kube-apiserver's sa.key) under its in-tree kid.
+    Import(ImportArgs),
+    /// Print the published JWK Set (what /openid/v1/jwks serves).
+    ExportJwks(ExportJwksArgs),
+}
+
+/// Where the running server's admin API listens.
+#[derive(Debug, Clone, Args)]
+pub struct AdminSocketArgs {
+    /// The admin socket of the running `signet serve` (its --admin-socket).
+    #[arg(long = "admin-socket", value_name = "PATH", default_value = DEFAULT_ADMIN_SOCKET,
+          env = "SIGNET_ADMIN_SOCKET", value_parser = parse_socket_address)]
+    pub admin_socket: SocketAddress,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub target: AdminSocketArgs,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: AdminSocketArgs,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RotateArgs {
+    #[command(flatten)]
+    pub target: AdminSocketArgs,
+    /// Algorithm of the new key (RS256, ES256, ES384, ES512); default: the active key's.
+    #[arg(long, value_parser = parse_algorithm)]
+    pub alg: Option<Algorithm>,
+    /// Make the new key sign at once, skipping the publish lead time (needs --force).
+    #[arg(long)]
+    pub promote_now: bool,
+    /// Accept that --promote-now skips the lead time.
+    #[arg(long, requires = "promote_now")]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PromoteArgs {
+    #[command(flatten)]
+    pub target: AdminSocketArgs,
+    /// Promote even if the next key has not been published for the whole lead time.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RetireArgs {
+    #[command(flatten)]
+    pub target: AdminSocketArgs,
+    /// The key to retire.
+    pub kid: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RemoveArgs {
+    #[command(flatten)]
+    pub target: AdminSocketArgs,
+    /// The key to remove.
+    pub kid: String,
+    /// Remove even while tokens it signed may still be valid (they will fail verification).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub target: AdminSocketArgs,
+    /// PEM private key: PKCS#1 or PKCS#8 RSA (>= 2048 bits), SEC1 or PKCS#8 EC.
+    #[arg(long, value_name = "PATH")]
+    pub file: PathBuf,
+    /// Publish for verification only, never sign with it (e.g. the apiserver's old sa.key).
+    #[arg(long)]
+    pub verify_only: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportJwksArgs {
+    #[command(flatten)]
+    pub target: AdminSocketArgs,
+    /// Write the JWK Set to this file (atomically, mode 0644) instead of stdout.
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -73,6 +190,12 @@ pub struct ServeArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub refresh_hint: Duration,
 
+    /// Admin socket for `signet keys ...` (mode 0600, owner only; never the --socket).
+    /// Default: admin.sock beside --socket, i.e. /run/signet/admin.sock by default
+    /// (`@NAME.admin` for an abstract --socket @NAME).
+    #[arg(long, value_name = "PATH", env = "SIGNET_ADMIN_SOCKET")]
+    pub admin_socket: Option<String>,
+
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish before signet exits.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -84,6 +207,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Ok(Duration::from_secs(secs));
     }
     humantime::parse_duration(s).map_err(|err| format!("{err} (use e.g. 24h, 90m, 3600s)"))
+}
+
+fn parse_socket_address(s: &str) -> Result<SocketAddress, String> {
+    SocketAddress::parse(s)
 }
 
 fn parse_algorithm(s: &str) -> Result<Algorithm, String> {

@@ -9,14 +9,17 @@
 //! - [`signer`]: Sign/FetchKeys/Metadata in domain terms;
 //! - [`keyring`]: the published key set and the active key, swapped atomically;
 //! - [`jws`]: header, signing input, claims checks;
-//! - [`keys`]: a key as an object (kid, algorithm, public key, sign), PEM loading, the provider.
+//! - [`keys`]: a key as an object (kid, algorithm, public key, sign), PEM loading, the provider;
+//! - [`admin`]: the admin socket's `KeyAdmin` service and the `signet keys` client.
 
+pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod jws;
 pub mod keyring;
 pub mod keys;
+pub mod lifecycle;
 pub mod logging;
 pub mod server;
 pub mod signer;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use signet::cli::{Cli, Command, ServeArgs};
+use signet::cli::{Cli, Command, KeysCommand, ServeArgs};
 use signet::config::{ServeConfig, EXIT_CONFIG};
 
 fn main() -> ExitCode {
@@ -24,6 +24,33 @@ fn main() -> ExitCode {
     signet::logging::init(cli.log_format);
     match cli.command {
         Command::Serve(args) => serve(&args),
+        Command::Keys(command) => keys(&command),
+    }
+}
+
+/// `signet keys ...` against a running server's admin socket. Errors are one line on stderr:
+/// the server's own message for a refused call, exit 1 (64 for a refused command line).
+fn keys(command: &KeysCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("signet: error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(signet::admin::commands::run(command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("signet: error: {err}");
+            if matches!(err, signet::admin::commands::CommandError::Usage(_)) {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
     }
 }
 
@@ -38,6 +65,14 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let admin_socket =
+        match signet::admin::admin_socket_address(args.admin_socket.as_deref(), &config.socket) {
+            Ok(address) => address,
+            Err(err) => {
+                tracing::error!(error = %err, "configuration error");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -48,7 +83,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(signet::server::run(config, keys)) {
+    match runtime.block_on(signet::server::run(config, keys, admin_socket)) {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
