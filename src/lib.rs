@@ -10,10 +10,13 @@
 //! - [`keyring`]: the published key set and the active key, swapped atomically;
 //! - [`jws`]: header, signing input, claims checks;
 //! - [`keys`]: a key as an object (kid, algorithm, public key, sign), PEM loading, the provider;
+//! - [`lifecycle`]: next → active → retired → removed, rotation policy and clock;
+//! - [`backend`]: where keys are stored and signed (memory, directory), behind one trait;
 //! - [`admin`]: the admin socket's `KeyAdmin` service and the `signet keys` client.
 
 pub mod admin;
 pub mod api;
+pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod jws;

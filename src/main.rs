@@ -55,9 +55,9 @@ fn keys(command: &KeysCommand) -> ExitCode {
 }
 
 fn serve(args: &ServeArgs) -> ExitCode {
-    let (config, keys) = match ServeConfig::from_args(args).and_then(|config| {
-        let keys = config.load_keys()?;
-        Ok((config, keys))
+    let (config, lifecycle) = match ServeConfig::from_args(args).and_then(|config| {
+        let lifecycle = interim_lifecycle(&config)?;
+        Ok((config, lifecycle))
     }) {
         Ok(loaded) => loaded,
         Err(err) => {
@@ -83,7 +83,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(signet::server::run(config, keys, admin_socket)) {
+    match runtime.block_on(signet::server::run(config, lifecycle, admin_socket)) {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -93,4 +93,42 @@ fn serve(args: &ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// INTERIM until wt-life's `server::build_lifecycle` lands: the configured keys in an
+/// in-memory lifecycle (first active, the others verify-only).
+fn interim_lifecycle(
+    config: &ServeConfig,
+) -> Result<std::sync::Arc<signet::lifecycle::KeyLifecycle>, signet::config::ConfigError> {
+    use signet::lifecycle::{InitialKeys, KeyLifecycle, MemoryStateStore, RotationPolicy};
+    let initial = match &config.key_source {
+        signet::config::KeySource::Generated { alg } => InitialKeys::Generate(*alg),
+        signet::config::KeySource::Files(paths) => {
+            let mut keys = Vec::new();
+            for path in paths {
+                let pem = std::fs::read(path).map_err(|source| {
+                    signet::config::ConfigError::ReadKeyFile {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                keys.push(signet::keys::pkcs8_from_pem(&pem).map_err(|source| {
+                    signet::config::ConfigError::KeyFile {
+                        path: path.clone(),
+                        source,
+                    }
+                })?);
+            }
+            InitialKeys::Import(keys)
+        }
+    };
+    let lifecycle = KeyLifecycle::create(
+        std::sync::Arc::new(signet::backend::MemoryBackend::new()),
+        std::sync::Arc::new(MemoryStateStore::new()),
+        RotationPolicy::new(config.refresh_hint, config.max_token_expiration),
+        std::sync::Arc::new(signet::lifecycle::SystemClock),
+        initial,
+    )
+    .unwrap_or_else(|err| panic!("interim lifecycle: {err}"));
+    Ok(std::sync::Arc::new(lifecycle))
 }

@@ -3,7 +3,7 @@
 
 use tonic::{Code, Status};
 
-use crate::lifecycle::LifecycleError;
+use crate::lifecycle::{LifecycleError, StoreError};
 
 /// The gRPC status for a refused or failed admin call.
 pub fn status_for_lifecycle_error(err: &LifecycleError) -> Status {
@@ -17,14 +17,50 @@ fn code_for(err: &LifecycleError) -> Code {
         // in the current state: the operator must change the state (or force) first.
         LifecycleError::NoNextKey
         | LifecycleError::NextKeyNotReady { .. }
+        | LifecycleError::NextKeyAlreadyPrepared(_)
         | LifecycleError::StillVerifiesLiveTokens { .. }
+        | LifecycleError::VerifyOnlyKeyNeedsForce(_)
         | LifecycleError::ActiveKeyCannotBeRemoved(_)
-        | LifecycleError::CannotRetireActive(_) => Code::FailedPrecondition,
-        LifecycleError::AlreadyPresent(_) => Code::AlreadyExists,
+        | LifecycleError::CannotRetireActive(_)
+        | LifecycleError::AlreadyRetired(_)
+        | LifecycleError::NotRetired(_) => Code::FailedPrecondition,
+        LifecycleError::AlreadyPresent(_) | LifecycleError::AlreadyInitialized(_) => {
+            Code::AlreadyExists
+        }
         // Malformed, unsupported or weak key material supplied by the caller.
         LifecycleError::Key(_) => Code::InvalidArgument,
-        LifecycleError::Store(_) => Code::Internal,
+        LifecycleError::Store(err) => code_for_store_error(err),
+        // A set that breaks the key ring's invariants, or a bug: nothing the caller can fix.
+        LifecycleError::KeySet(_) | LifecycleError::Internal(_) => Code::Internal,
     }
+}
+
+fn code_for_store_error(err: &StoreError) -> Code {
+    match err {
+        // A key the state names has vanished from the backend.
+        StoreError::KeyNotFound(_) => Code::NotFound,
+        StoreError::InvalidKid(_) => Code::InvalidArgument,
+        StoreError::Key(_) => Code::InvalidArgument,
+        // The backend (e.g. an HSM) cannot do this at all.
+        StoreError::Unsupported { .. } => Code::FailedPrecondition,
+        // The store is held by someone else, or an I/O error that may pass: try again.
+        StoreError::Locked { .. } => Code::Unavailable,
+        StoreError::Io { source, .. } if is_transient(source) => Code::Unavailable,
+        // Files an operator must repair: permissions, corrupt or missing state, I/O.
+        _ => Code::Internal,
+    }
+}
+
+fn is_transient(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        err.kind(),
+        ErrorKind::Interrupted
+            | ErrorKind::WouldBlock
+            | ErrorKind::TimedOut
+            | ErrorKind::StorageFull
+            | ErrorKind::ResourceBusy
+    )
 }
 
 #[cfg(test)]

@@ -1,24 +1,52 @@
-//! STAND-IN for the key lifecycle owned by branch wt-life (see LIFECYCLE-API.md): the same
-//! public surface, in memory only, so the admin socket and CLI can be built and tested before
-//! the real module lands. Merging wt-life replaces this file wholesale; nothing here is meant
-//! to survive that merge.
+//! The key lifecycle: which key is next, active or retired, and when each moves on.
 //!
-//! It must never be used for a real store: nothing is persisted.
+//! States: **next** (published, not yet signing) → **active** (the one signing key) →
+//! **retired** (published, no longer signing) → **removed** (gone from FetchKeys and from the
+//! backend). The rules, with the numbers of [`RotationPolicy`]:
+//! - a key is published at least `publish_lead` before it signs;
+//! - a retired key stays published at least `max_token_expiration + refresh_hint` after its
+//!   last signature;
+//! - `data_timestamp` advances exactly when the published set changes (see
+//!   [`KeyRing::publish`]); keys are published oldest first, so the order is stable.
+//!
+//! Every state change is persisted first (state store), then published (key ring), then
+//! logged (kid, alg, from → to). Key material is written to the backend *before* the state
+//! that names it, and a removed key leaves the state *before* its material is deleted, so a
+//! crash never leaves a state entry without its key. This module decides; it never stores
+//! key bytes itself and never signs.
+
+mod clock;
+pub mod offline;
+mod policy;
+mod store;
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex as StdMutex, PoisonError};
+use std::time::SystemTime;
 
-use tokio::sync::Mutex;
+use humantime::format_rfc3339_seconds as rfc3339;
+use zeroize::Zeroizing;
 
-use crate::keyring::{KeyRing, KeySet, PublishedKey};
+use crate::backend::KeyBackend;
+use crate::keyring::{KeyRing, KeySet, KeySetError, PublishedKey};
 use crate::keys::{self, Algorithm, KeyError, LocalKey, SigningKey};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub use crate::backend::StoreError;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use policy::{RotationPolicy, DEFAULT_ROTATION_PERIOD};
+pub use store::{
+    FileStateStore, KeyOrigin, LifecycleState, MemoryStateStore, StateStore, StoredKey, STATE_FILE,
+};
+
+/// Where a key is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyState {
+    /// Published, not yet signing.
     Next,
+    /// The one key that signs.
     Active,
+    /// Published, no longer signing (or never: verify-only imports).
     Retired,
 }
 
@@ -32,6 +60,7 @@ impl fmt::Display for KeyState {
     }
 }
 
+/// One key as an operator sees it (`signet keys list`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct KeyRecord {
     pub kid: String,
@@ -39,10 +68,16 @@ pub struct KeyRecord {
     pub alg: Algorithm,
     pub state: KeyState,
     pub created_at: SystemTime,
+    /// When it first appeared in FetchKeys.
     pub published_at: SystemTime,
     pub activated_at: Option<SystemTime>,
     pub retired_at: Option<SystemTime>,
+    /// When a retired key may be removed: `retired_at + max_token_expiration + refresh_hint`
+    /// for a key that signed; `retired_at` for a generated key that never signed; `None` for
+    /// verify-only imports (their tokens were issued elsewhere: only an operator may remove
+    /// them, with `--force`) and for keys not retired.
     pub removal_due: Option<SystemTime>,
+    /// Imported with `--verify-only`: published, never signs.
     pub verify_only: bool,
     pub exclude_from_oidc_discovery: bool,
 }
@@ -51,103 +86,266 @@ fn serialize_alg<S: serde::Serializer>(alg: &Algorithm, s: S) -> Result<S::Ok, S
     s.serialize_str(alg.as_str())
 }
 
+/// The lifecycle at a glance (`signet keys status`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LifecycleStatus {
     pub active_kid: Option<String>,
     pub next_kid: Option<String>,
+    /// When the next key is due to become active; `None` when automatic rotation is disabled.
     pub next_rotation_at: Option<SystemTime>,
+    /// The last failed automatic step, if the latest tick failed.
     pub last_error: Option<String>,
+    /// FetchKeys `data_timestamp`: when the published set last changed.
     pub data_timestamp: SystemTime,
 }
 
+/// How to import a key.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ImportOptions {
+    /// Publish for verification only; never sign with it.
     pub verify_only: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(String);
+/// The keys a new store starts with.
+#[derive(Debug)]
+pub enum InitialKeys {
+    /// One freshly generated key, active.
+    Generate(Algorithm),
+    /// PKCS#8 DER keys: the first active, the others verify-only.
+    Import(Vec<Zeroizing<Vec<u8>>>),
+}
 
+/// Why a lifecycle operation was refused or failed. Nothing changed when one is returned,
+/// except where a variant says so.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LifecycleError {
-    #[error("no key with kid {0}")]
+    #[error("no key has kid {0}")]
     UnknownKid(String),
-    #[error("there is no next key to promote: run `signet keys rotate` first")]
+    #[error("there is no next key to promote; prepare one with `signet keys rotate`")]
     NoNextKey,
-    #[error("next key {kid} is not ready before {ready_at:?}: use --force to skip the lead time")]
+    #[error("next key {kid} has not been published for the publish lead yet; it can be promoted at {} (or now with --force, if every verifier already has it)", rfc3339(*.ready_at))]
     NextKeyNotReady { kid: String, ready_at: SystemTime },
-    #[error("key {kid} may still verify live tokens until {removal_due:?}: use --force")]
+    #[error("key {0} is already prepared as the next key; promote it, or retire it first")]
+    NextKeyAlreadyPrepared(String),
+    #[error("key {kid} may still verify live tokens until {}; remove it then, or now with --force", rfc3339(*.removal_due))]
     StillVerifiesLiveTokens {
         kid: String,
         removal_due: SystemTime,
     },
-    #[error("key {0} is the active key: promote a next key first")]
+    #[error("key {0} was imported for verification only: tokens it signed were issued outside signet and their lifetime is unknown; remove it with --force once none is in use")]
+    VerifyOnlyKeyNeedsForce(String),
+    #[error("key {0} is the active key and cannot be removed; promote a next key first")]
     ActiveKeyCannotBeRemoved(String),
-    #[error("key {0} is the active key: promote a next key first")]
+    #[error("key {0} is the active key and cannot be retired; promote a next key first")]
     CannotRetireActive(String),
+    #[error("key {0} is already retired")]
+    AlreadyRetired(String),
+    #[error("key {0} is the next key; retire it before removing it")]
+    NotRetired(String),
     #[error("key {0} is already in the store")]
     AlreadyPresent(String),
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    #[error("{0} already holds a key store")]
+    AlreadyInitialized(String),
+    #[error("{0}")]
+    Key(KeyError),
+    #[error("{0}")]
+    Store(StoreError),
+    #[error("the key set is inconsistent: {0}")]
+    KeySet(#[from] KeySetError),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
-#[derive(Debug)]
+impl From<StoreError> for LifecycleError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Key(key) => LifecycleError::Key(key),
+            other => LifecycleError::Store(other),
+        }
+    }
+}
+
+impl From<KeyError> for LifecycleError {
+    fn from(err: KeyError) -> Self {
+        LifecycleError::Key(err)
+    }
+}
+
+#[derive(Debug, Clone)]
 struct Entry {
-    record: KeyRecord,
+    stored: StoredKey,
     key: SigningKey,
 }
 
+/// The key lifecycle over one backend and one state store, publishing into a [`KeyRing`].
+/// Shared as `Arc<KeyLifecycle>`; every state change is serialised by one async lock.
 #[derive(Debug)]
 pub struct KeyLifecycle {
+    backend: Arc<dyn KeyBackend>,
+    store: Arc<dyn StateStore>,
+    policy: RotationPolicy,
+    clock: Arc<dyn Clock>,
     keyring: Arc<KeyRing>,
-    entries: Mutex<Vec<Entry>>,
-    lead: Duration,
-    retention: Duration,
+    entries: tokio::sync::Mutex<Vec<Entry>>,
+    last_error: StdMutex<Option<String>>,
 }
 
 impl KeyLifecycle {
-    /// Adopts the signing key of the ring's current set as the active key.
-    pub fn new(keyring: Arc<KeyRing>, lead: Duration, retention: Duration) -> Self {
-        let now = SystemTime::now();
-        let entries = keyring
-            .snapshot()
-            .signing_key()
-            .map(|key| {
-                let mut record = new_record(key, now, false);
-                record.state = KeyState::Active;
-                record.activated_at = Some(now);
-                Entry {
-                    record,
-                    key: key.clone(),
+    /// Opens an existing store: loads and checks the state and every key it names, and
+    /// publishes them. Blocking (reads files, parses keys): call it before the runtime starts
+    /// or from `spawn_blocking`.
+    pub fn open(
+        backend: Arc<dyn KeyBackend>,
+        store: Arc<dyn StateStore>,
+        policy: RotationPolicy,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, LifecycleError> {
+        let location = store.location().to_owned();
+        let state = store.load()?.ok_or_else(|| StoreError::NotInitialized {
+            dir: location
+                .parent()
+                .map(|p| p.to_owned())
+                .unwrap_or_else(|| location.clone()),
+            file: STATE_FILE,
+        })?;
+        state.validate(&location)?;
+        let mut entries = Vec::with_capacity(state.keys.len());
+        for stored in state.keys {
+            let key = match backend.load(&stored.kid) {
+                Ok(key) => key,
+                Err(StoreError::KeyNotFound(kid)) => {
+                    return Err(StoreError::MissingKeyFile {
+                        path: location,
+                        key_file: backend.key_location(&kid),
+                        kid,
+                    }
+                    .into())
                 }
-            })
-            .into_iter()
-            .collect();
-        let lifecycle = Self {
-            keyring,
-            entries: Mutex::new(entries),
-            lead,
-            retention,
-        };
-        lifecycle.publish(&lifecycle.entries.try_lock().expect("not shared yet"));
-        lifecycle
+                Err(err) => return Err(err.into()),
+            };
+            if key.algorithm() != stored.alg {
+                return Err(StoreError::CorruptState {
+                    path: location,
+                    reason: format!(
+                        "key {} is recorded as {} but the stored key is {}",
+                        stored.kid,
+                        stored.alg,
+                        key.algorithm()
+                    ),
+                }
+                .into());
+            }
+            entries.push(Entry { stored, key });
+        }
+        for kid in backend.kids()? {
+            if !entries.iter().any(|e| e.stored.kid == kid) {
+                tracing::warn!(
+                    kid = %kid,
+                    key = %backend.key_location(&kid),
+                    state = %location.display(),
+                    "stored key has no lifecycle state entry: left alone (it may be a half-finished generate or import); delete it by hand if it is not needed"
+                );
+            }
+        }
+        let lifecycle = Self::assemble(backend, store, policy, clock, entries)?;
+        let snapshot = lifecycle.keyring.snapshot();
+        tracing::info!(
+            store = %location.display(),
+            keys = snapshot.published().len(),
+            signing_kid = snapshot.signing_key().map(|k| k.kid()).unwrap_or(""),
+            "key store loaded"
+        );
+        Ok(lifecycle)
     }
 
+    /// Creates a new store with its first keys. Refuses a store that already holds state.
+    /// Blocking, like [`open`](Self::open).
+    pub fn create(
+        backend: Arc<dyn KeyBackend>,
+        store: Arc<dyn StateStore>,
+        policy: RotationPolicy,
+        clock: Arc<dyn Clock>,
+        initial: InitialKeys,
+    ) -> Result<Self, LifecycleError> {
+        if store.load()?.is_some() {
+            return Err(LifecycleError::AlreadyInitialized(
+                store.location().display().to_string(),
+            ));
+        }
+        let now = clock.now();
+        let mut entries: Vec<Entry> = Vec::new();
+        match initial {
+            InitialKeys::Generate(alg) => {
+                let key = backend.generate(alg, policy.rsa_bits)?;
+                entries.push(Entry {
+                    stored: new_stored(&key, KeyState::Active, KeyOrigin::Generated, now),
+                    key,
+                });
+            }
+            InitialKeys::Import(keys) => {
+                for pkcs8 in keys {
+                    let key = backend.import(&pkcs8)?;
+                    if entries.iter().any(|e| e.stored.kid == key.kid()) {
+                        return Err(LifecycleError::AlreadyPresent(key.kid().to_owned()));
+                    }
+                    let stored = if entries.is_empty() {
+                        new_stored(&key, KeyState::Active, KeyOrigin::Imported, now)
+                    } else {
+                        let mut stored =
+                            new_stored(&key, KeyState::Retired, KeyOrigin::Imported, now);
+                        stored.verify_only = true;
+                        stored
+                    };
+                    entries.push(Entry { stored, key });
+                }
+            }
+        }
+        let state = LifecycleState::new(entries.iter().map(|e| e.stored.clone()).collect());
+        state.validate(store.location())?;
+        store.save(&state)?;
+        for entry in &entries {
+            log_transition(&entry.stored, "none");
+        }
+        Self::assemble(backend, store, policy, clock, entries)
+    }
+
+    fn assemble(
+        backend: Arc<dyn KeyBackend>,
+        store: Arc<dyn StateStore>,
+        policy: RotationPolicy,
+        clock: Arc<dyn Clock>,
+        entries: Vec<Entry>,
+    ) -> Result<Self, LifecycleError> {
+        let keyring = Arc::new(KeyRing::new(key_set(&entries, clock.now())?));
+        Ok(Self {
+            backend,
+            store,
+            policy,
+            clock,
+            keyring,
+            entries: tokio::sync::Mutex::new(entries),
+            last_error: StdMutex::new(None),
+        })
+    }
+
+    /// The key ring Sign and FetchKeys read.
     pub fn keyring(&self) -> &Arc<KeyRing> {
         &self.keyring
     }
 
+    pub fn policy(&self) -> &RotationPolicy {
+        &self.policy
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Every key, in publication order.
     pub async fn list(&self) -> Vec<KeyRecord> {
-        self.entries
-            .lock()
-            .await
-            .iter()
-            .map(|e| e.record.clone())
-            .collect()
+        let entries = self.entries.lock().await;
+        entries.iter().map(|e| self.record(&e.stored)).collect()
     }
 
     pub async fn status(&self) -> LifecycleStatus {
@@ -155,191 +353,424 @@ impl KeyLifecycle {
         let kid_in = |state| {
             entries
                 .iter()
-                .find(|e| e.record.state == state)
-                .map(|e| e.record.kid.clone())
+                .find(|e| e.stored.state == state)
+                .map(|e| e.stored.kid.clone())
         };
         LifecycleStatus {
             active_kid: kid_in(KeyState::Active),
             next_kid: kid_in(KeyState::Next),
-            next_rotation_at: None,
-            last_error: None,
+            next_rotation_at: self.rotation_due(&entries),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
             data_timestamp: self.keyring.snapshot().changed_at(),
         }
     }
 
+    /// Prepares a next key now (published, not signing). `alg` `None` keeps the active key's
+    /// algorithm. `promote_now` also promotes it at once, skipping the publish lead.
     pub async fn rotate(
         &self,
         alg: Option<Algorithm>,
         promote_now: bool,
     ) -> Result<KeyRecord, LifecycleError> {
         let mut entries = self.entries.lock().await;
-        let alg = alg
-            .or_else(|| {
-                entries
-                    .iter()
-                    .find(|e| e.record.state == KeyState::Active)
-                    .map(|e| e.record.alg)
-            })
-            .unwrap_or(Algorithm::ES256);
-        let (key, _) = tokio::task::spawn_blocking(move || LocalKey::generate(alg, 2048))
-            .await
-            .map_err(|e| StoreError(e.to_string()))??;
-        let key = SigningKey::new(Arc::new(key));
-        entries.retain(|e| e.record.state != KeyState::Next);
-        let now = SystemTime::now();
-        entries.push(Entry {
-            record: new_record(&key, now, false),
-            key,
-        });
+        let now = self.clock.now();
+        let record = self.rotate_locked(&mut entries, alg, now).await?;
         if promote_now {
-            Self::promote_locked(&mut entries, now, self.retention);
+            self.promote_locked(&mut entries, true, now).await
+        } else {
+            Ok(record)
         }
-        self.publish(&entries);
-        Ok(entries
-            .last()
-            .map(|e| e.record.clone())
-            .expect("just pushed"))
     }
 
+    /// Makes the next key active; the active key becomes retired. Without `force`, refuses
+    /// until the next key has been published for the publish lead.
     pub async fn promote(&self, force: bool) -> Result<KeyRecord, LifecycleError> {
         let mut entries = self.entries.lock().await;
-        let next = entries
-            .iter()
-            .find(|e| e.record.state == KeyState::Next)
-            .ok_or(LifecycleError::NoNextKey)?;
-        let ready_at = next.record.published_at + self.lead;
-        let now = SystemTime::now();
-        if !force && now < ready_at {
-            return Err(LifecycleError::NextKeyNotReady {
-                kid: next.record.kid.clone(),
-                ready_at,
-            });
-        }
-        let kid = Self::promote_locked(&mut entries, now, self.retention);
-        self.publish(&entries);
-        Ok(entries
-            .iter()
-            .find(|e| e.record.kid == kid)
-            .map(|e| e.record.clone())
-            .expect("promoted"))
+        let now = self.clock.now();
+        self.promote_locked(&mut entries, force, now).await
     }
 
-    fn promote_locked(entries: &mut [Entry], now: SystemTime, retention: Duration) -> String {
-        for e in entries.iter_mut() {
-            if e.record.state == KeyState::Active {
-                e.record.state = KeyState::Retired;
-                e.record.retired_at = Some(now);
-                e.record.removal_due = Some(now + retention);
-            }
-        }
-        let next = entries
-            .iter_mut()
-            .find(|e| e.record.state == KeyState::Next)
-            .expect("checked");
-        next.record.state = KeyState::Active;
-        next.record.activated_at = Some(now);
-        next.record.kid.clone()
-    }
-
+    /// Retires a next key (it stays published until its removal is due). The active key
+    /// cannot be retired: promote another key instead.
     pub async fn retire(&self, kid: &str) -> Result<KeyRecord, LifecycleError> {
         let mut entries = self.entries.lock().await;
-        let entry = entries
-            .iter_mut()
-            .find(|e| e.record.kid == kid)
-            .ok_or_else(|| LifecycleError::UnknownKid(kid.to_owned()))?;
-        if entry.record.state == KeyState::Active {
-            return Err(LifecycleError::CannotRetireActive(kid.to_owned()));
+        let now = self.clock.now();
+        let index = find(&entries, kid)?;
+        match entries[index].stored.state {
+            KeyState::Active => return Err(LifecycleError::CannotRetireActive(kid.to_owned())),
+            KeyState::Retired => return Err(LifecycleError::AlreadyRetired(kid.to_owned())),
+            KeyState::Next => {}
         }
-        if entry.record.state == KeyState::Next {
-            let now = SystemTime::now();
-            entry.record.state = KeyState::Retired;
-            entry.record.retired_at = Some(now);
-            entry.record.removal_due = Some(now + self.retention);
-        }
-        let record = entry.record.clone();
-        self.publish(&entries);
-        Ok(record)
+        let mut next = entries.clone();
+        next[index].stored.state = KeyState::Retired;
+        next[index].stored.retired_at = Some(now);
+        self.commit(&mut entries, next, now).await?;
+        log_transition(&entries[index].stored, "next");
+        Ok(self.record(&entries[index].stored))
     }
 
+    /// Removes a retired key from FetchKeys and from the backend. Without `force`, refuses
+    /// while it may still verify live tokens.
     pub async fn remove(&self, kid: &str, force: bool) -> Result<(), LifecycleError> {
         let mut entries = self.entries.lock().await;
-        let entry = entries
-            .iter()
-            .find(|e| e.record.kid == kid)
-            .ok_or_else(|| LifecycleError::UnknownKid(kid.to_owned()))?;
-        if entry.record.state == KeyState::Active {
-            return Err(LifecycleError::ActiveKeyCannotBeRemoved(kid.to_owned()));
-        }
-        if let Some(removal_due) = entry.record.removal_due {
-            if !force && SystemTime::now() < removal_due {
-                return Err(LifecycleError::StillVerifiesLiveTokens {
-                    kid: kid.to_owned(),
-                    removal_due,
-                });
-            }
-        }
-        entries.retain(|e| e.record.kid != kid);
-        self.publish(&entries);
-        Ok(())
+        let now = self.clock.now();
+        self.remove_locked(&mut entries, kid, force, now).await
     }
 
+    /// Imports a PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) under the in-tree kid.
+    /// Verify-only keys are published (not excluded from OIDC discovery, see
+    /// `docs/lifecycle.md`) and never sign; other keys become the next key.
     pub async fn import(
         &self,
         pem: &[u8],
         opts: ImportOptions,
     ) -> Result<KeyRecord, LifecycleError> {
         let pkcs8 = keys::pkcs8_from_pem(pem)?;
-        let key = SigningKey::new(Arc::new(LocalKey::from_pkcs8(&pkcs8)?));
         let mut entries = self.entries.lock().await;
-        if entries.iter().any(|e| e.record.kid == key.kid()) {
-            return Err(LifecycleError::AlreadyPresent(key.kid().to_owned()));
+        let now = self.clock.now();
+        // Check the key (type, size) and find its kid before anything is stored.
+        let kid = {
+            let pkcs8 = pkcs8.clone();
+            blocking(move || {
+                let key = LocalKey::from_pkcs8(&pkcs8)?;
+                Ok(SigningKey::new(Arc::new(key)).kid().to_owned())
+            })
+            .await?
+        };
+        if entries.iter().any(|e| e.stored.kid == kid) {
+            return Err(LifecycleError::AlreadyPresent(kid));
         }
-        let now = SystemTime::now();
-        let mut record = new_record(&key, now, opts.verify_only);
-        if opts.verify_only {
-            record.state = KeyState::Retired;
-            record.retired_at = Some(now);
-            record.removal_due = Some(now + self.retention);
+        if !opts.verify_only {
+            if let Some(next) = entries.iter().find(|e| e.stored.state == KeyState::Next) {
+                return Err(LifecycleError::NextKeyAlreadyPrepared(
+                    next.stored.kid.clone(),
+                ));
+            }
+        }
+        let backend = Arc::clone(&self.backend);
+        let key = blocking(move || backend.import(&pkcs8)).await?;
+        let stored = if opts.verify_only {
+            let mut stored = new_stored(&key, KeyState::Retired, KeyOrigin::Imported, now);
+            stored.verify_only = true;
+            stored
         } else {
-            entries.retain(|e| e.record.state != KeyState::Next);
-        }
-        entries.push(Entry {
-            record: record.clone(),
-            key,
-        });
-        self.publish(&entries);
-        Ok(record)
+            new_stored(&key, KeyState::Next, KeyOrigin::Imported, now)
+        };
+        let mut next = entries.clone();
+        next.push(Entry { stored, key });
+        self.commit(&mut entries, next, now).await?;
+        let entry = entries.last().expect("just added");
+        log_transition(&entry.stored, "none");
+        Ok(self.record(&entry.stored))
     }
 
-    fn publish(&self, entries: &[Entry]) {
-        let signing = entries
+    /// One step of automatic rotation at `now`: prepares the next key when the rotation is due
+    /// within the publish lead, promotes it when the rotation is due and the lead has passed,
+    /// and removes retired keys whose retention is over. A failure is logged and kept as
+    /// [`LifecycleStatus::last_error`]; nothing changes in what signs, and the next tick
+    /// retries.
+    pub async fn tick(&self, now: SystemTime) -> Result<(), LifecycleError> {
+        let result = self.tick_locked(now).await;
+        let mut last_error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &result {
+            Ok(()) => *last_error = None,
+            Err(err) => {
+                tracing::error!(error = %err, "automatic key rotation step failed; signing continues with the active key, retrying next tick");
+                *last_error = Some(format!("{}: {err}", rfc3339(now)));
+            }
+        }
+        result
+    }
+
+    /// Runs [`tick`](Self::tick) every [`RotationPolicy::tick_interval`] until the task is
+    /// aborted.
+    pub fn spawn_rotation_task(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let lifecycle = Arc::clone(self);
+        let interval = self.policy.tick_interval();
+        tokio::spawn(async move {
+            let mut timer = tokio::time::interval(interval);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                timer.tick().await;
+                let now = lifecycle.clock.now();
+                // Errors are logged and recorded by tick itself.
+                let _ = lifecycle.tick(now).await;
+            }
+        })
+    }
+
+    async fn tick_locked(&self, now: SystemTime) -> Result<(), LifecycleError> {
+        let mut entries = self.entries.lock().await;
+        if let Some(due) = self.rotation_due(&entries) {
+            let lead = self.policy.publish_lead;
+            match entries.iter().find(|e| e.stored.state == KeyState::Next) {
+                None if now + lead >= due => {
+                    let record = self.rotate_locked(&mut entries, None, now).await?;
+                    tracing::info!(kid = %record.kid, due = %rfc3339(due), "automatic rotation: next key prepared");
+                }
+                Some(next) if now >= due && now >= next.stored.published_at + lead => {
+                    let record = self.promote_locked(&mut entries, false, now).await?;
+                    tracing::info!(kid = %record.kid, "automatic rotation: next key promoted");
+                }
+                _ => {}
+            }
+        }
+        let expired: Vec<String> = entries
             .iter()
-            .find(|e| e.record.state == KeyState::Active)
-            .map(|e| e.key.clone());
-        let published = entries
-            .iter()
-            .map(|e| PublishedKey {
-                exclude_from_oidc_discovery: e.record.exclude_from_oidc_discovery,
-                ..PublishedKey::of(&e.key)
-            })
+            .filter(|e| self.removal_due(&e.stored).is_some_and(|due| due <= now))
+            .map(|e| e.stored.kid.clone())
             .collect();
-        let set = KeySet::new(signing, published, SystemTime::now())
-            .expect("stand-in keeps the invariants");
-        self.keyring.publish(set);
+        for kid in expired {
+            self.remove_locked(&mut entries, &kid, false, now).await?;
+        }
+        Ok(())
+    }
+
+    /// When the active key is due to be replaced, if automatic rotation is on.
+    fn rotation_due(&self, entries: &[Entry]) -> Option<SystemTime> {
+        let period = self.policy.rotation_period?;
+        let active = entries
+            .iter()
+            .find(|e| e.stored.state == KeyState::Active)?;
+        Some(
+            active
+                .stored
+                .activated_at
+                .unwrap_or(active.stored.published_at)
+                + period,
+        )
+    }
+
+    async fn rotate_locked(
+        &self,
+        entries: &mut Vec<Entry>,
+        alg: Option<Algorithm>,
+        now: SystemTime,
+    ) -> Result<KeyRecord, LifecycleError> {
+        if let Some(next) = entries.iter().find(|e| e.stored.state == KeyState::Next) {
+            return Err(LifecycleError::NextKeyAlreadyPrepared(
+                next.stored.kid.clone(),
+            ));
+        }
+        let alg = match alg {
+            Some(alg) => alg,
+            None => entries
+                .iter()
+                .find(|e| e.stored.state == KeyState::Active)
+                .map(|e| e.stored.alg)
+                .unwrap_or(self.policy.initial_alg),
+        };
+        let backend = Arc::clone(&self.backend);
+        let rsa_bits = self.policy.rsa_bits;
+        // The key is stored before the state names it: a crash here leaves an orphan key,
+        // never a state entry without its key.
+        let key = blocking(move || backend.generate(alg, rsa_bits)).await?;
+        let mut next = entries.clone();
+        next.push(Entry {
+            stored: new_stored(&key, KeyState::Next, KeyOrigin::Generated, now),
+            key,
+        });
+        self.commit(entries, next, now).await?;
+        let entry = entries.last().expect("just added");
+        log_transition(&entry.stored, "none");
+        Ok(self.record(&entry.stored))
+    }
+
+    async fn promote_locked(
+        &self,
+        entries: &mut Vec<Entry>,
+        force: bool,
+        now: SystemTime,
+    ) -> Result<KeyRecord, LifecycleError> {
+        let next_index = entries
+            .iter()
+            .position(|e| e.stored.state == KeyState::Next)
+            .ok_or(LifecycleError::NoNextKey)?;
+        let ready_at = entries[next_index].stored.published_at + self.policy.publish_lead;
+        if !force && now < ready_at {
+            return Err(LifecycleError::NextKeyNotReady {
+                kid: entries[next_index].stored.kid.clone(),
+                ready_at,
+            });
+        }
+        let active_index = entries
+            .iter()
+            .position(|e| e.stored.state == KeyState::Active);
+        let mut next = entries.clone();
+        if let Some(i) = active_index {
+            next[i].stored.state = KeyState::Retired;
+            next[i].stored.retired_at = Some(now);
+        }
+        next[next_index].stored.state = KeyState::Active;
+        next[next_index].stored.activated_at = Some(now);
+        self.commit(entries, next, now).await?;
+        if let Some(i) = active_index {
+            log_transition(&entries[i].stored, "active");
+        }
+        log_transition(&entries[next_index].stored, "next");
+        if force && now < ready_at {
+            tracing::warn!(kid = %entries[next_index].stored.kid, "promoted before the publish lead was over (forced): verifiers that have not refreshed yet reject its tokens until they do");
+        }
+        Ok(self.record(&entries[next_index].stored))
+    }
+
+    async fn remove_locked(
+        &self,
+        entries: &mut Vec<Entry>,
+        kid: &str,
+        force: bool,
+        now: SystemTime,
+    ) -> Result<(), LifecycleError> {
+        let index = find(entries, kid)?;
+        let stored = &entries[index].stored;
+        match stored.state {
+            KeyState::Active => {
+                return Err(LifecycleError::ActiveKeyCannotBeRemoved(kid.to_owned()))
+            }
+            KeyState::Next => return Err(LifecycleError::NotRetired(kid.to_owned())),
+            KeyState::Retired => {}
+        }
+        if !force {
+            if stored.verify_only {
+                return Err(LifecycleError::VerifyOnlyKeyNeedsForce(kid.to_owned()));
+            }
+            if let Some(removal_due) = self.removal_due(stored) {
+                if now < removal_due {
+                    return Err(LifecycleError::StillVerifiesLiveTokens {
+                        kid: kid.to_owned(),
+                        removal_due,
+                    });
+                }
+            }
+        }
+        let mut next = entries.clone();
+        let removed = next.remove(index);
+        // The state forgets the key before its material goes: a crash in between leaves an
+        // orphan key (logged at the next start), never a state entry without its key.
+        self.commit(entries, next, now).await?;
+        let backend = Arc::clone(&self.backend);
+        let owned_kid = kid.to_owned();
+        if let Err(err) = blocking(move || backend.delete(&owned_kid)).await {
+            tracing::warn!(kid = %kid, error = %err, "key removed from the lifecycle state but its stored copy could not be deleted; it is left as an orphan");
+        }
+        tracing::info!(
+            kid = %kid,
+            alg = %removed.stored.alg,
+            from = "retired",
+            to = "removed",
+            forced = force,
+            "key state changed"
+        );
+        Ok(())
+    }
+
+    /// Persists `next`, then publishes it, then makes it the current entries. On error
+    /// nothing changed.
+    async fn commit(
+        &self,
+        entries: &mut Vec<Entry>,
+        next: Vec<Entry>,
+        now: SystemTime,
+    ) -> Result<(), LifecycleError> {
+        let state = LifecycleState::new(next.iter().map(|e| e.stored.clone()).collect());
+        state.validate(self.store.location())?;
+        let key_set = key_set(&next, now)?;
+        let store = Arc::clone(&self.store);
+        blocking(move || store.save(&state)).await?;
+        self.keyring.publish(key_set);
+        *entries = next;
+        Ok(())
+    }
+
+    fn removal_due(&self, stored: &StoredKey) -> Option<SystemTime> {
+        if stored.state != KeyState::Retired || stored.verify_only {
+            return None;
+        }
+        let retired_at = stored.retired_at?;
+        if stored.origin == KeyOrigin::Generated && stored.activated_at.is_none() {
+            return Some(retired_at); // never signed anything
+        }
+        Some(retired_at + self.policy.retention())
+    }
+
+    fn record(&self, stored: &StoredKey) -> KeyRecord {
+        KeyRecord {
+            kid: stored.kid.clone(),
+            alg: stored.alg,
+            state: stored.state,
+            created_at: stored.created_at,
+            published_at: stored.published_at,
+            activated_at: stored.activated_at,
+            retired_at: stored.retired_at,
+            removal_due: self.removal_due(stored),
+            verify_only: stored.verify_only,
+            exclude_from_oidc_discovery: stored.exclude_from_oidc_discovery,
+        }
     }
 }
 
-fn new_record(key: &SigningKey, now: SystemTime, verify_only: bool) -> KeyRecord {
-    KeyRecord {
+fn find(entries: &[Entry], kid: &str) -> Result<usize, LifecycleError> {
+    entries
+        .iter()
+        .position(|e| e.stored.kid == kid)
+        .ok_or_else(|| LifecycleError::UnknownKid(kid.to_owned()))
+}
+
+fn new_stored(key: &SigningKey, state: KeyState, origin: KeyOrigin, now: SystemTime) -> StoredKey {
+    StoredKey {
         kid: key.kid().to_owned(),
         alg: key.algorithm(),
-        state: KeyState::Next,
+        state,
+        origin,
         created_at: now,
         published_at: now,
-        activated_at: None,
-        retired_at: None,
-        removal_due: None,
-        verify_only,
-        exclude_from_oidc_discovery: verify_only,
+        activated_at: (state == KeyState::Active).then_some(now),
+        retired_at: (state == KeyState::Retired).then_some(now),
+        verify_only: false,
+        exclude_from_oidc_discovery: false,
     }
+}
+
+/// The published set: every key in publication order; the active one signs.
+fn key_set(entries: &[Entry], now: SystemTime) -> Result<KeySet, KeySetError> {
+    let signing = entries
+        .iter()
+        .find(|e| e.stored.state == KeyState::Active)
+        .map(|e| e.key.clone());
+    let published = entries
+        .iter()
+        .map(|e| PublishedKey {
+            exclude_from_oidc_discovery: e.stored.exclude_from_oidc_discovery,
+            ..PublishedKey::of(&e.key)
+        })
+        .collect();
+    KeySet::new(signing, published, now)
+}
+
+fn log_transition(stored: &StoredKey, from: &str) {
+    tracing::info!(
+        kid = %stored.kid,
+        alg = %stored.alg,
+        from,
+        to = %stored.state,
+        verify_only = stored.verify_only,
+        "key state changed"
+    );
+}
+
+/// Runs blocking store or backend work off the async executor.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, LifecycleError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| LifecycleError::Internal(format!("blocking task failed: {err}")))?
+        .map_err(LifecycleError::from)
 }

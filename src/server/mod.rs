@@ -13,7 +13,6 @@ use tokio::sync::{oneshot, watch};
 use crate::admin::{KeyAdminService, ADMIN_SOCKET_MODE};
 use crate::api::ExternalJwtSignerService;
 use crate::config::ServeConfig;
-use crate::keyring::{KeyRing, KeySet};
 use crate::lifecycle::KeyLifecycle;
 use crate::signer::TokenSigner;
 
@@ -38,20 +37,16 @@ pub enum ServeError {
 /// Binds the configured socket and the admin socket and serves both until SIGTERM or SIGINT.
 pub async fn run(
     config: ServeConfig,
-    keys: KeySet,
+    lifecycle: Arc<KeyLifecycle>,
     admin_socket: SocketAddress,
 ) -> Result<(), ServeError> {
     let listener = Listener::bind(&config.socket, config.socket_mode, &config.allowed_uids)?;
     // Owner only; on an abstract socket, only our own UID and root.
     let admin_listener = Listener::bind(&admin_socket, ADMIN_SOCKET_MODE, &[])?;
+    let keyring = Arc::clone(lifecycle.keyring());
+    let keys = keyring.snapshot();
     let kids: Vec<String> = keys.published().iter().map(|k| k.kid.to_string()).collect();
     let algs: Vec<&str> = keys.published().iter().map(|k| k.alg.as_str()).collect();
-    let keyring = Arc::new(KeyRing::new(keys));
-    let lifecycle = Arc::new(KeyLifecycle::new(
-        Arc::clone(&keyring),
-        2 * config.refresh_hint,
-        config.max_token_expiration + config.refresh_hint,
-    ));
     let signer = Arc::new(TokenSigner::new(
         keyring,
         config.max_token_expiration,
@@ -61,7 +56,7 @@ pub async fn run(
         socket = %listener.address(),
         kids = ?kids,
         algs = ?algs,
-        signing_kid = %kids[0],
+        signing_kid = keys.signing_key().map(|k| k.kid()).unwrap_or(""),
         provider = crate::keys::PROVIDER,
         max_token_expiration_seconds = signer.max_token_expiration_secs(),
         refresh_hint_seconds = config.refresh_hint.as_secs(),

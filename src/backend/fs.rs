@@ -1,0 +1,90 @@
+//! Durable file operations shared by the directory backend and the file state store: atomic
+//! replacement (temp file in the same directory, write, fsync, rename, fsync the directory)
+//! and the permission check every key-store file must pass. A crash at any instant leaves
+//! either the old or the new file, never a torn one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::StoreError;
+
+/// Suffix of temp files; they start with `.` so a listing of keys never sees them.
+pub(crate) const TEMP_SUFFIX: &str = ".tmp";
+
+pub(crate) fn io_error<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Replaces `dir/name` with `contents` atomically and durably, as a mode-0600 file.
+pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<(), StoreError> {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let temp = dir.join(format!(
+        ".{name}.{}.{}{TEMP_SUFFIX}",
+        std::process::id(),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
+    ));
+    let target = dir.join(name);
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(io_error("create", &temp))?;
+        file.write_all(contents).map_err(io_error("write", &temp))?;
+        file.sync_all().map_err(io_error("fsync", &temp))?;
+        drop(file);
+        fs::rename(&temp, &target).map_err(io_error("rename into place", &target))
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    written?;
+    sync_dir(dir)
+}
+
+/// Removes `path` and makes the removal durable.
+pub(crate) fn remove_durably(dir: &Path, path: &Path) -> Result<(), StoreError> {
+    fs::remove_file(path).map_err(io_error("remove", path))?;
+    sync_dir(dir)
+}
+
+/// fsync of a directory: makes renames and removals in it survive a power loss.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("fsync directory", dir))
+}
+
+/// Refuses a file or directory that group or other users may access.
+/// `fix` is the mode the error message recommends (0600 for files, 0700 for directories).
+pub(crate) fn check_private_mode(path: &Path, fix: u32) -> Result<(), StoreError> {
+    let meta = fs::metadata(path).map_err(io_error("inspect", path))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(StoreError::InsecurePermissions {
+            path: path.to_owned(),
+            mode,
+            fix,
+        });
+    }
+    Ok(())
+}
+
+/// Reads a file after checking it is private.
+pub(crate) fn read_private(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
+    check_private_mode(path, 0o600)?;
+    fs::read(path)
+        .map(zeroize::Zeroizing::new)
+        .map_err(io_error("read", path))
+}
