@@ -8,6 +8,7 @@
 //! - [`server`]: the socket, peer checks, shutdown;
 //! - [`signer`]: Sign/FetchKeys/Metadata in domain terms;
 //! - [`keyring`]: the published key set and the active key, swapped atomically;
+//! - [`jwks`]: the OIDC discovery documents (JWK Set, openid-configuration) for relying parties;
 //! - [`jws`]: header, signing input, claims checks;
 //! - [`keys`]: a key as an object (kid, algorithm, public key, sign), PEM loading, the provider;
 //! - [`lifecycle`]: next → active → retired → removed, rotation policy and clock;
@@ -19,6 +20,7 @@ pub mod api;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod jwks;
 pub mod jws;
 pub mod keyring;
 pub mod keys;
