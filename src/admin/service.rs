@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use super::status_for_lifecycle_error;
 use super::v1::{self, key_admin_server::KeyAdmin};
+use crate::jwks::{JwkSet, JwksError};
 use crate::keys::Algorithm;
 use crate::lifecycle::{
     ImportOptions, KeyLifecycle, KeyRecord, KeyState, LifecycleError, LifecycleStatus,
@@ -218,9 +219,16 @@ impl KeyAdmin for KeyAdminService {
     }
 }
 
-/// The JWK Set document the HTTP JWKS endpoint serves for `keys`.
-fn jwks_json(_keys: &crate::keyring::KeySet) -> Result<Vec<u8>, Status> {
-    Err(Status::unimplemented(
-        "JWKS export needs src/jwks.rs (branch wt-jwks), not merged yet",
-    ))
+/// The JWK Set document the HTTP JWKS endpoint serves for `keys`: the same builder, so the
+/// two can never disagree.
+fn jwks_json(keys: &crate::keyring::KeySet) -> Result<Vec<u8>, Status> {
+    let set = JwkSet::from_key_set(keys).map_err(|err| {
+        let code = match err {
+            // Every published key is excluded from discovery: nothing to export yet.
+            JwksError::NoPublishedKeys => tonic::Code::FailedPrecondition,
+            _ => tonic::Code::Internal,
+        };
+        Status::new(code, err.to_string())
+    })?;
+    Ok(set.to_json().into_bytes())
 }

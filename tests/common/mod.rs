@@ -241,7 +241,9 @@ impl InProcessSigner {
         let mut argv = vec!["signet", "serve", "--socket", &socket_str];
         argv.extend_from_slice(flags);
         let cli = Cli::try_parse_from(&argv).map_err(|err| err.to_string())?;
-        let CliCommand::Serve(args) = cli.command;
+        let CliCommand::Serve(args) = cli.command else {
+            return Err("not a `signet serve` command line".to_owned());
+        };
         let config = ServeConfig::from_args(&args).map_err(|err| err.to_string())?;
         let keys = {
             let config = config.clone();
