@@ -35,30 +35,40 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve ExternalJWTSigner (v1 and v1alpha1) on a Unix socket.
     Serve(ServeArgs),
-    /// Manage signing keys of a running server through its admin socket.
-    #[command(subcommand)]
-    Keys(KeysCommand),
+    /// Manage signing keys: on a running server through its admin socket (--admin-socket),
+    /// or offline on a stopped server's key directory (--key-dir, where supported).
+    Keys(KeysArgs),
 }
 
-/// `signet keys ...`: each talks to a running `signet serve` over its admin socket.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+/// `signet keys <command>`. Online (the default), each talks to a running `signet serve` over
+/// its admin socket. `init`, and `rotate`/`import` with `--key-dir`, work offline on a stopped
+/// server's store (the directory is locked while the command runs).
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
+    /// Create a new key store with one active key (offline; the directory must be new or empty).
+    Init(KeysInitArgs),
     /// List every key: kid, algorithm, state and its lifecycle times.
-    List(ListArgs),
+    List(KeysListArgs),
     /// Show the active and next key, the next automatic rotation and the last error.
-    Status(StatusArgs),
-    /// Prepare a next key now: published at once, signing only once promoted.
-    Rotate(RotateArgs),
+    Status(KeysStatusArgs),
+    /// Prepare a next key: published now, signing only once promoted.
+    Rotate(KeysRotateArgs),
     /// Make the next key the signing key; the previous one is retired.
-    Promote(PromoteArgs),
-    /// Stop a key from signing; it stays published until its removal is due.
-    Retire(RetireArgs),
+    Promote(KeysPromoteArgs),
+    /// Stop a next key from ever signing; it stays published until its removal is due.
+    Retire(KeysRetireArgs),
     /// Remove a retired key from FetchKeys and from the store.
-    Remove(RemoveArgs),
-    /// Import a PEM private key (e.g. kube-apiserver's sa.key) under its in-tree kid.
-    Import(ImportArgs),
+    Remove(KeysRemoveArgs),
+    /// Import a PEM private key (e.g. kube-apiserver's sa.key) under the in-tree kid.
+    Import(KeysImportArgs),
     /// Print the published JWK Set (what /openid/v1/jwks serves).
-    ExportJwks(ExportJwksArgs),
+    ExportJwks(KeysExportJwksArgs),
 }
 
 /// Where the running server's admin API listens.
@@ -71,82 +81,127 @@ pub struct AdminSocketArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct ListArgs {
+pub struct KeysInitArgs {
+    /// The key store directory to create (mode 0700).
+    #[arg(long, value_name = "DIR")]
+    pub key_dir: PathBuf,
+
+    /// Algorithm of the first key.
+    #[arg(long, default_value = "ES256", value_parser = parse_algorithm)]
+    pub alg: Algorithm,
+
+    /// RSA modulus size for RS256: 2048, 3072 or 4096.
+    #[arg(long, default_value_t = 2048)]
+    pub rsa_bits: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysListArgs {
     #[command(flatten)]
     pub target: AdminSocketArgs,
+
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct StatusArgs {
+pub struct KeysStatusArgs {
     #[command(flatten)]
     pub target: AdminSocketArgs,
+
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct RotateArgs {
+pub struct KeysRotateArgs {
     #[command(flatten)]
     pub target: AdminSocketArgs,
-    /// Algorithm of the new key (RS256, ES256, ES384, ES512); default: the active key's.
+
+    /// Work offline on this key store instead of through the admin socket (the server using
+    /// it must be stopped).
+    #[arg(long, value_name = "DIR")]
+    pub key_dir: Option<PathBuf>,
+
+    /// Algorithm of the new key (default: the active key's). A rotation may change it, e.g.
+    /// from an imported RSA sa.key to ES256.
     #[arg(long, value_parser = parse_algorithm)]
     pub alg: Option<Algorithm>,
-    /// Make the new key sign at once, skipping the publish lead time (needs --force).
+
+    /// RSA modulus size when the new key is RS256, offline: 2048, 3072 or 4096 (a running
+    /// server uses its own --rsa-bits).
+    #[arg(long, default_value_t = 2048)]
+    pub rsa_bits: usize,
+
+    /// Promote the new key at once, skipping the publish lead (needs --force): verifiers
+    /// that have not refreshed their keys reject its tokens until they do.
     #[arg(long)]
     pub promote_now: bool,
-    /// Accept that --promote-now skips the lead time.
-    #[arg(long, requires = "promote_now")]
+
+    /// Confirm that --promote-now skips the publish lead.
+    #[arg(long)]
     pub force: bool,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct PromoteArgs {
+pub struct KeysPromoteArgs {
     #[command(flatten)]
     pub target: AdminSocketArgs,
+
     /// Promote even if the next key has not been published for the whole lead time.
     #[arg(long)]
     pub force: bool,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct RetireArgs {
+pub struct KeysRetireArgs {
     #[command(flatten)]
     pub target: AdminSocketArgs,
+
     /// The key to retire.
     pub kid: String,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct RemoveArgs {
+pub struct KeysRemoveArgs {
     #[command(flatten)]
     pub target: AdminSocketArgs,
+
     /// The key to remove.
     pub kid: String,
+
     /// Remove even while tokens it signed may still be valid (they will fail verification).
     #[arg(long)]
     pub force: bool,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct ImportArgs {
+pub struct KeysImportArgs {
     #[command(flatten)]
     pub target: AdminSocketArgs,
-    /// PEM private key: PKCS#1 or PKCS#8 RSA (>= 2048 bits), SEC1 or PKCS#8 EC.
+
+    /// Work offline on this key store instead of through the admin socket (the server using
+    /// it must be stopped).
+    #[arg(long, value_name = "DIR")]
+    pub key_dir: Option<PathBuf>,
+
+    /// PEM private key: PKCS#8, PKCS#1 RSA (kubeadm's sa.key, >= 2048 bits) or SEC1 EC.
     #[arg(long, value_name = "PATH")]
     pub file: PathBuf,
-    /// Publish for verification only, never sign with it (e.g. the apiserver's old sa.key).
+
+    /// Publish the key for verification only; never sign with it (e.g. the apiserver's old
+    /// sa.key).
     #[arg(long)]
     pub verify_only: bool,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct ExportJwksArgs {
+pub struct KeysExportJwksArgs {
     #[command(flatten)]
     pub target: AdminSocketArgs,
+
     /// Write the JWK Set to this file (atomically, mode 0644) instead of stdout.
     #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
@@ -173,6 +228,21 @@ pub struct ServeArgs {
     /// published. Without it, a key is generated in memory at start.
     #[arg(long = "key-file", value_name = "PATH")]
     pub key_files: Vec<PathBuf>,
+
+    /// Keep keys and their lifecycle state in this directory (create it with `signet keys
+    /// init`). Without it (and without --key-file), keys live in memory and die with the
+    /// process.
+    #[arg(long, value_name = "DIR", conflicts_with = "key_files")]
+    pub key_dir: Option<PathBuf>,
+
+    /// How long a new key is published before it signs [default: 2 x --refresh-hint].
+    #[arg(long, value_parser = parse_duration)]
+    pub publish_lead: Option<Duration>,
+
+    /// Automatic rotation period; 0 disables automatic rotation [default: 30d; disabled with
+    /// --key-file].
+    #[arg(long, value_parser = parse_duration)]
+    pub rotation_period: Option<Duration>,
 
     /// Algorithm of the in-memory key generated when no --key-file is given.
     #[arg(long, default_value = "ES256", value_parser = parse_algorithm)]

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+use signet::admin::commands::CommandError;
 use signet::cli::{Cli, Command, KeysCommand, ServeArgs};
 use signet::config::{ServeConfig, EXIT_CONFIG};
+use signet::lifecycle::{offline, ImportOptions, KeyRecord, LifecycleError};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -24,13 +26,69 @@ fn main() -> ExitCode {
     signet::logging::init(cli.log_format);
     match cli.command {
         Command::Serve(args) => serve(&args),
-        Command::Keys(command) => keys(&command),
+        Command::Keys(args) => keys(args.command),
     }
 }
 
-/// `signet keys ...` against a running server's admin socket. Errors are one line on stderr:
-/// the server's own message for a refused call, exit 1 (64 for a refused command line).
-fn keys(command: &KeysCommand) -> ExitCode {
+/// `signet keys ...`: offline on a key directory (`init`, and `rotate`/`import` with
+/// `--key-dir`), otherwise online through the running server's admin socket. Errors are one
+/// line on stderr, `signet: error: ...`; exit 1, or 64 for a refused command line.
+fn keys(command: KeysCommand) -> ExitCode {
+    if let Err(err) = signet::admin::commands::check(&command) {
+        return command_failed(&err);
+    }
+    let result: Result<KeyRecord, LifecycleError> = match command {
+        KeysCommand::Init(args) => offline::init(&args.key_dir, args.alg, args.rsa_bits),
+        KeysCommand::Rotate(args) if args.key_dir.is_some() => {
+            let dir = args.key_dir.expect("checked above");
+            offline::rotate(&dir, args.alg, args.rsa_bits, args.promote_now)
+        }
+        KeysCommand::Import(args) if args.key_dir.is_some() => {
+            let dir = args.key_dir.expect("checked above");
+            let pem = match std::fs::read(&args.file) {
+                Ok(pem) => zeroize::Zeroizing::new(pem),
+                Err(err) => {
+                    eprintln!(
+                        "signet: error: cannot read key file {}: {err}",
+                        args.file.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            offline::import(
+                &dir,
+                &pem,
+                ImportOptions {
+                    verify_only: args.verify_only,
+                },
+            )
+        }
+        online => return keys_online(&online),
+    };
+    match result {
+        Ok(record) => {
+            println!(
+                "{} {} {}{}",
+                record.kid,
+                record.alg,
+                record.state,
+                if record.verify_only {
+                    " verify-only"
+                } else {
+                    ""
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("signet: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `signet keys ...` against a running server's admin socket.
+fn keys_online(command: &KeysCommand) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -43,20 +101,23 @@ fn keys(command: &KeysCommand) -> ExitCode {
     };
     match runtime.block_on(signet::admin::commands::run(command)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("signet: error: {err}");
-            if matches!(err, signet::admin::commands::CommandError::Usage(_)) {
-                ExitCode::from(EXIT_CONFIG)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
+        Err(err) => command_failed(&err),
+    }
+}
+
+fn command_failed(err: &CommandError) -> ExitCode {
+    eprintln!("signet: error: {err}");
+    if matches!(err, CommandError::Usage(_)) {
+        ExitCode::from(EXIT_CONFIG)
+    } else {
+        ExitCode::FAILURE
     }
 }
 
 fn serve(args: &ServeArgs) -> ExitCode {
     let (config, lifecycle) = match ServeConfig::from_args(args).and_then(|config| {
-        let lifecycle = interim_lifecycle(&config)?;
+        // Before the runtime starts: loading keys and generating one are blocking work.
+        let lifecycle = signet::server::build_lifecycle(&config)?;
         Ok((config, lifecycle))
     }) {
         Ok(loaded) => loaded,
@@ -93,42 +154,4 @@ fn serve(args: &ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// INTERIM until wt-life's `server::build_lifecycle` lands: the configured keys in an
-/// in-memory lifecycle (first active, the others verify-only).
-fn interim_lifecycle(
-    config: &ServeConfig,
-) -> Result<std::sync::Arc<signet::lifecycle::KeyLifecycle>, signet::config::ConfigError> {
-    use signet::lifecycle::{InitialKeys, KeyLifecycle, MemoryStateStore, RotationPolicy};
-    let initial = match &config.key_source {
-        signet::config::KeySource::Generated { alg } => InitialKeys::Generate(*alg),
-        signet::config::KeySource::Files(paths) => {
-            let mut keys = Vec::new();
-            for path in paths {
-                let pem = std::fs::read(path).map_err(|source| {
-                    signet::config::ConfigError::ReadKeyFile {
-                        path: path.clone(),
-                        source,
-                    }
-                })?;
-                keys.push(signet::keys::pkcs8_from_pem(&pem).map_err(|source| {
-                    signet::config::ConfigError::KeyFile {
-                        path: path.clone(),
-                        source,
-                    }
-                })?);
-            }
-            InitialKeys::Import(keys)
-        }
-    };
-    let lifecycle = KeyLifecycle::create(
-        std::sync::Arc::new(signet::backend::MemoryBackend::new()),
-        std::sync::Arc::new(MemoryStateStore::new()),
-        RotationPolicy::new(config.refresh_hint, config.max_token_expiration),
-        std::sync::Arc::new(signet::lifecycle::SystemClock),
-        initial,
-    )
-    .unwrap_or_else(|err| panic!("interim lifecycle: {err}"));
-    Ok(std::sync::Arc::new(lifecycle))
 }

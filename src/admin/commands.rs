@@ -35,6 +35,9 @@ impl From<tonic::Status> for CommandError {
 pub async fn run(command: &KeysCommand) -> Result<(), CommandError> {
     check(command)?;
     match command {
+        KeysCommand::Init(_) => Err(CommandError::Usage(
+            "`signet keys init` works offline only: give it --key-dir DIR".to_owned(),
+        )),
         KeysCommand::List(args) => {
             let mut client = AdminClient::connect(&args.target.admin_socket).await?;
             let keys = client
@@ -163,8 +166,8 @@ pub async fn run(command: &KeysCommand) -> Result<(), CommandError> {
     }
 }
 
-/// The guards the CLI applies before calling the server.
-fn check(command: &KeysCommand) -> Result<(), CommandError> {
+/// The guards the CLI applies before doing anything, online or offline.
+pub fn check(command: &KeysCommand) -> Result<(), CommandError> {
     if let KeysCommand::Rotate(args) = command {
         if args.promote_now && !args.force {
             return Err(CommandError::Usage(

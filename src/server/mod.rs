@@ -12,8 +12,12 @@ use tokio::sync::{oneshot, watch};
 
 use crate::admin::{KeyAdminService, ADMIN_SOCKET_MODE};
 use crate::api::ExternalJwtSignerService;
-use crate::config::ServeConfig;
-use crate::lifecycle::KeyLifecycle;
+use crate::backend::{DirectoryBackend, MemoryBackend};
+use crate::config::{ConfigError, KeySource, ServeConfig};
+use crate::keys::{self, LocalKey, SigningKey};
+use crate::lifecycle::{
+    FileStateStore, InitialKeys, KeyLifecycle, LifecycleError, MemoryStateStore, SystemClock,
+};
 use crate::signer::TokenSigner;
 
 pub use socket::{Listener, SocketAddress, SocketError, SocketFile};
@@ -34,7 +38,73 @@ pub enum ServeError {
     Signal(std::io::Error),
 }
 
-/// Binds the configured socket and the admin socket and serves both until SIGTERM or SIGINT.
+/// Builds the key lifecycle `signet serve` runs with: the `--key-dir` store, the `--key-file`
+/// keys (first active, others verify-only), or one generated in-memory key. Blocking (reads
+/// files, may generate an RSA key): call it before the runtime starts or from
+/// `spawn_blocking`.
+pub fn build_lifecycle(config: &ServeConfig) -> Result<Arc<KeyLifecycle>, ConfigError> {
+    let policy = config.rotation_policy();
+    let clock = Arc::new(SystemClock);
+    let lifecycle = match &config.key_source {
+        KeySource::Directory(dir) => KeyLifecycle::open(
+            Arc::new(DirectoryBackend::open(dir).map_err(LifecycleError::from)?),
+            Arc::new(FileStateStore::new(dir)),
+            policy,
+            clock,
+        )?,
+        KeySource::Generated { alg } => KeyLifecycle::create(
+            Arc::new(MemoryBackend::new()),
+            Arc::new(MemoryStateStore::new()),
+            policy,
+            clock,
+            InitialKeys::Generate(*alg),
+        )
+        .map_err(|err| match err {
+            LifecycleError::Key(source) => ConfigError::Generate { alg: *alg, source },
+            other => ConfigError::KeyStore(other),
+        })?,
+        KeySource::Files(paths) => {
+            let mut keys: Vec<(std::path::PathBuf, String, zeroize::Zeroizing<Vec<u8>>)> =
+                Vec::with_capacity(paths.len());
+            for path in paths {
+                let pem = zeroize::Zeroizing::new(std::fs::read(path).map_err(|source| {
+                    ConfigError::ReadKeyFile {
+                        path: path.clone(),
+                        source,
+                    }
+                })?);
+                let key_error = |source| ConfigError::KeyFile {
+                    path: path.clone(),
+                    source,
+                };
+                let pkcs8 = keys::pkcs8_from_pem(&pem).map_err(key_error)?;
+                let kid =
+                    SigningKey::new(Arc::new(LocalKey::from_pkcs8(&pkcs8).map_err(key_error)?))
+                        .kid()
+                        .to_owned();
+                if let Some((first, _, _)) = keys.iter().find(|(_, k, _)| *k == kid) {
+                    return Err(ConfigError::DuplicateKey {
+                        first: first.clone(),
+                        second: path.clone(),
+                        kid,
+                    });
+                }
+                keys.push((path.clone(), kid, pkcs8));
+            }
+            KeyLifecycle::create(
+                Arc::new(MemoryBackend::new()),
+                Arc::new(MemoryStateStore::new()),
+                policy,
+                clock,
+                InitialKeys::Import(keys.into_iter().map(|(_, _, pkcs8)| pkcs8).collect()),
+            )?
+        }
+    };
+    Ok(Arc::new(lifecycle))
+}
+
+/// Binds the configured socket and the admin socket and serves both until SIGTERM or SIGINT,
+/// with automatic rotation running in the background.
 pub async fn run(
     config: ServeConfig,
     lifecycle: Arc<KeyLifecycle>,
@@ -52,6 +122,7 @@ pub async fn run(
         config.max_token_expiration,
         config.refresh_hint,
     ));
+    let policy = lifecycle.policy();
     tracing::info!(
         socket = %listener.address(),
         kids = ?kids,
@@ -60,11 +131,14 @@ pub async fn run(
         provider = crate::keys::PROVIDER,
         max_token_expiration_seconds = signer.max_token_expiration_secs(),
         refresh_hint_seconds = config.refresh_hint.as_secs(),
+        publish_lead_seconds = policy.publish_lead.as_secs(),
+        rotation_period_seconds = policy.rotation_period.map_or(0, |p| p.as_secs()),
         "signet serving ExternalJWTSigner v1 and v1alpha1"
     );
     tracing::info!(admin_socket = %admin_listener.address(), "signet serving the admin API");
+    let rotation = lifecycle.spawn_rotation_task();
     let shutdown = shutdown_signal().map_err(ServeError::Signal)?;
-    serve_with_admin(
+    let served = serve_with_admin(
         listener,
         ExternalJwtSignerService::new(signer),
         admin_listener,
@@ -72,7 +146,9 @@ pub async fn run(
         config.shutdown_grace,
         shutdown,
     )
-    .await
+    .await;
+    rotation.abort();
+    served
 }
 
 /// Serves the signer on `listener` and the admin API on `admin_listener` until `shutdown`

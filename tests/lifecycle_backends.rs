@@ -1,0 +1,267 @@
+//! The backend conformance suite against every backend, and the directory store's refusals:
+//! each broken store is refused at load with a message naming the file and the fix.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use signet::backend::{conformance, DirectoryBackend, KeyBackend, MemoryBackend, StoreError};
+use signet::keys::{pkcs8_from_pem, Algorithm};
+use signet::lifecycle::{
+    FileStateStore, InitialKeys, KeyLifecycle, LifecycleError, ManualClock, RotationPolicy,
+    STATE_FILE,
+};
+
+const RSA_PKCS8_PEM: &[u8] = include_bytes!("fixtures/lifecycle-rsa2048.pem");
+
+fn rsa_pkcs8() -> Vec<u8> {
+    pkcs8_from_pem(RSA_PKCS8_PEM).unwrap().to_vec()
+}
+
+fn private_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
+#[test]
+fn memory_backend_conforms() {
+    conformance::run_all(&MemoryBackend::new(), &rsa_pkcs8());
+}
+
+#[test]
+fn directory_backend_conforms() {
+    let dir = private_tempdir();
+    let backend = DirectoryBackend::create(dir.path().join("keys")).unwrap();
+    conformance::run_all(&backend, &rsa_pkcs8());
+}
+
+#[test]
+fn directory_keys_survive_reopening_as_private_pem_files() {
+    let dir = private_tempdir();
+    let path = dir.path().join("keys");
+    let kid = {
+        let backend = DirectoryBackend::create(&path).unwrap();
+        backend
+            .generate(Algorithm::ES256, 2048)
+            .unwrap()
+            .kid()
+            .to_owned()
+    };
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o700);
+    let key_file = path.join(format!("{kid}.pem"));
+    assert_eq!(mode(&key_file), 0o600);
+    let pem = fs::read_to_string(&key_file).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "PEM PKCS#8");
+    // No temp file is left behind by an atomic write.
+    let names: Vec<String> = fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    let backend = DirectoryBackend::open(&path).unwrap();
+    assert_eq!(backend.load(&kid).unwrap().kid(), kid);
+}
+
+#[test]
+fn a_directory_store_is_locked_by_one_process_at_a_time() {
+    let dir = private_tempdir();
+    let path = dir.path().join("keys");
+    let first = DirectoryBackend::create(&path).unwrap();
+    let err = DirectoryBackend::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("--admin-socket"), "{err}");
+    drop(first);
+    DirectoryBackend::open(&path).unwrap();
+}
+
+#[test]
+fn kids_that_are_not_file_names_are_refused() {
+    let dir = private_tempdir();
+    let backend = DirectoryBackend::create(dir.path().join("keys")).unwrap();
+    for kid in ["../escape", "a/b", "", ".lock"] {
+        assert!(
+            matches!(backend.load(kid), Err(StoreError::InvalidKid(_))),
+            "{kid:?}"
+        );
+    }
+}
+
+// ---- the store as a whole: state file + key files ----
+
+fn policy() -> RotationPolicy {
+    RotationPolicy::new(Duration::from_secs(60), Duration::from_secs(24 * 3600))
+}
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    ))
+}
+
+/// A store with one active key; returns the store path and the active kid.
+fn new_store(root: &Path) -> (std::path::PathBuf, String) {
+    let path = root.join("keys");
+    let lifecycle = KeyLifecycle::create(
+        Arc::new(DirectoryBackend::create(&path).unwrap()),
+        Arc::new(FileStateStore::new(&path)),
+        policy(),
+        clock(),
+        InitialKeys::Generate(Algorithm::ES256),
+    )
+    .unwrap();
+    let kid = lifecycle
+        .keyring()
+        .snapshot()
+        .signing_key()
+        .unwrap()
+        .kid()
+        .to_owned();
+    (path, kid)
+}
+
+fn open(path: &Path) -> Result<KeyLifecycle, LifecycleError> {
+    let backend = DirectoryBackend::open(path)?;
+    KeyLifecycle::open(
+        Arc::new(backend),
+        Arc::new(FileStateStore::new(path)),
+        policy(),
+        clock(),
+    )
+}
+
+fn open_err(path: &Path) -> String {
+    open(path).map(|_| ()).unwrap_err().to_string()
+}
+
+#[test]
+fn a_new_store_loads_back_with_the_same_signing_key() {
+    let dir = private_tempdir();
+    let (path, kid) = new_store(dir.path());
+    let lifecycle = open(&path).unwrap();
+    let snapshot = lifecycle.keyring().snapshot();
+    assert_eq!(snapshot.signing_key().unwrap().kid(), kid);
+    assert_eq!(snapshot.published().len(), 1);
+}
+
+#[test]
+fn a_missing_store_names_the_init_command() {
+    let dir = private_tempdir();
+    let err = open_err(&dir.path().join("nowhere"));
+    assert!(err.contains("signet keys init --key-dir"), "{err}");
+    // An existing but empty directory, too.
+    let empty = dir.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    fs::set_permissions(&empty, fs::Permissions::from_mode(0o700)).unwrap();
+    let err = open_err(&empty);
+    assert!(err.contains("signet keys init --key-dir"), "{err}");
+}
+
+#[test]
+fn group_or_world_accessible_files_or_directory_are_refused() {
+    let dir = private_tempdir();
+    let (path, kid) = new_store(dir.path());
+    let key_file = path.join(format!("{kid}.pem"));
+    let state_file = path.join(STATE_FILE);
+    for (target, mode, fix) in [
+        (&path, 0o750, "chmod 0700"),
+        (&key_file, 0o640, "chmod 0600"),
+        (&state_file, 0o604, "chmod 0600"),
+    ] {
+        let before = fs::metadata(target).unwrap().permissions().mode() & 0o777;
+        fs::set_permissions(target, fs::Permissions::from_mode(mode)).unwrap();
+        let err = open_err(&path);
+        assert!(err.contains(&target.display().to_string()), "{err}");
+        assert!(err.contains(fix), "{err}");
+        fs::set_permissions(target, fs::Permissions::from_mode(before)).unwrap();
+    }
+    open(&path).unwrap();
+}
+
+fn edit_state(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let file = path.join(STATE_FILE);
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+    edit(&mut state);
+    fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
+}
+
+#[test]
+fn a_state_entry_whose_key_file_is_missing_is_refused() {
+    let dir = private_tempdir();
+    let (path, kid) = new_store(dir.path());
+    fs::remove_file(path.join(format!("{kid}.pem"))).unwrap();
+    let err = open_err(&path);
+    assert!(err.contains(&kid), "{err}");
+    assert!(err.contains("state.json"), "{err}");
+    assert!(err.contains("restore it from backup"), "{err}");
+}
+
+#[test]
+fn two_active_keys_are_refused() {
+    let dir = private_tempdir();
+    let (path, _) = new_store(dir.path());
+    edit_state(&path, |state| {
+        let first = state["keys"][0].clone();
+        let mut second = first.clone();
+        second["kid"] = "other".into();
+        state["keys"] = serde_json::json!([first, second]);
+    });
+    let err = open_err(&path);
+    assert!(err.contains("2 keys are active"), "{err}");
+    assert!(err.contains("state.json"), "{err}");
+}
+
+#[test]
+fn an_unknown_state_is_refused() {
+    let dir = private_tempdir();
+    let (path, _) = new_store(dir.path());
+    edit_state(&path, |state| state["keys"][0]["state"] = "sleeping".into());
+    let err = open_err(&path);
+    assert!(err.contains("sleeping"), "{err}");
+    assert!(err.contains("fix the file or restore it from backup"), "{err}");
+}
+
+#[test]
+fn unparsable_state_is_refused() {
+    let dir = private_tempdir();
+    let (path, _) = new_store(dir.path());
+    fs::write(path.join(STATE_FILE), b"{\"version\": 1, \"keys\": [").unwrap();
+    let err = open_err(&path);
+    assert!(err.contains("state.json is not valid"), "{err}");
+}
+
+#[test]
+fn an_orphan_key_file_is_left_alone() {
+    let dir = private_tempdir();
+    let (path, kid) = new_store(dir.path());
+    let orphan = {
+        let backend = DirectoryBackend::open(&path).unwrap();
+        backend
+            .generate(Algorithm::ES256, 2048)
+            .unwrap()
+            .kid()
+            .to_owned()
+    };
+    let lifecycle = open(&path).unwrap();
+    let published: Vec<String> = lifecycle
+        .keyring()
+        .snapshot()
+        .published()
+        .iter()
+        .map(|k| k.kid.to_string())
+        .collect();
+    assert_eq!(published, vec![kid], "an orphan is not published");
+    assert!(path.join(format!("{orphan}.pem")).exists(), "never deleted");
+}
+
+#[test]
+fn init_refuses_a_non_empty_directory() {
+    let dir = private_tempdir();
+    let (path, _) = new_store(dir.path());
+    let err = DirectoryBackend::create(&path).unwrap_err();
+    assert!(matches!(err, StoreError::NotEmpty { .. }), "{err}");
+}

@@ -1,0 +1,569 @@
+//! Each lifecycle rule, fast-forwarded with a manual clock over the in-memory backend.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+
+use signet::backend::{DirectoryBackend, KeyBackend, MemoryBackend, StoreError};
+use signet::keys::{Algorithm, KeyError, SigningKey};
+use signet::lifecycle::{
+    FileStateStore, ImportOptions, InitialKeys, KeyLifecycle, KeyState, LifecycleError,
+    LifecycleState, ManualClock, MemoryStateStore, RotationPolicy, StateStore,
+};
+use signet::signer::TokenSigner;
+
+const REFRESH: Duration = Duration::from_secs(60);
+const LEAD: Duration = Duration::from_secs(120);
+const MAX_EXP: Duration = Duration::from_secs(24 * 3600);
+const PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
+const SECOND: Duration = Duration::from_secs(1);
+
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+fn policy() -> RotationPolicy {
+    RotationPolicy::new(REFRESH, MAX_EXP)
+}
+
+/// A backend whose `generate` can be made to fail, as an HSM that lost its session would.
+#[derive(Debug, Default)]
+struct FlakyBackend {
+    inner: MemoryBackend,
+    failing: AtomicBool,
+}
+
+impl KeyBackend for FlakyBackend {
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+    fn generate(&self, alg: Algorithm, rsa_bits: usize) -> Result<SigningKey, StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Key(KeyError::Generation));
+        }
+        self.inner.generate(alg, rsa_bits)
+    }
+    fn import(&self, pkcs8_der: &[u8]) -> Result<SigningKey, StoreError> {
+        self.inner.import(pkcs8_der)
+    }
+    fn load(&self, kid: &str) -> Result<SigningKey, StoreError> {
+        self.inner.load(kid)
+    }
+    fn kids(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.kids()
+    }
+    fn delete(&self, kid: &str) -> Result<(), StoreError> {
+        self.inner.delete(kid)
+    }
+}
+
+/// A state store whose saves can be made to fail (a full disk).
+#[derive(Debug, Default)]
+struct FlakyStateStore {
+    inner: MemoryStateStore,
+    failing: AtomicBool,
+}
+
+impl StateStore for FlakyStateStore {
+    fn location(&self) -> &std::path::Path {
+        self.inner.location()
+    }
+    fn load(&self) -> Result<Option<LifecycleState>, StoreError> {
+        self.inner.load()
+    }
+    fn save(&self, state: &LifecycleState) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Io {
+                action: "write",
+                path: "(test)".into(),
+                source: std::io::Error::other("disk full"),
+            });
+        }
+        self.inner.save(state)
+    }
+}
+
+struct Fixture {
+    clock: Arc<ManualClock>,
+    backend: Arc<FlakyBackend>,
+    store: Arc<FlakyStateStore>,
+    lifecycle: Arc<KeyLifecycle>,
+}
+
+fn fixture_with(policy: RotationPolicy) -> Fixture {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let backend = Arc::new(FlakyBackend::default());
+    let store = Arc::new(FlakyStateStore::default());
+    let lifecycle = KeyLifecycle::create(
+        backend.clone(),
+        store.clone(),
+        policy,
+        clock.clone(),
+        InitialKeys::Generate(Algorithm::ES256),
+    )
+    .unwrap();
+    Fixture {
+        clock,
+        backend,
+        store,
+        lifecycle: Arc::new(lifecycle),
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(policy())
+}
+
+impl Fixture {
+    fn signing_kid(&self) -> String {
+        self.lifecycle
+            .keyring()
+            .snapshot()
+            .signing_key()
+            .unwrap()
+            .kid()
+            .to_owned()
+    }
+    fn published(&self) -> Vec<String> {
+        self.lifecycle
+            .keyring()
+            .snapshot()
+            .published()
+            .iter()
+            .map(|k| k.kid.to_string())
+            .collect()
+    }
+    fn data_timestamp(&self) -> SystemTime {
+        self.lifecycle.keyring().snapshot().changed_at()
+    }
+    /// Signs a token through the same path as the Sign RPC.
+    fn sign(&self) -> Result<String, signet::signer::SignError> {
+        let signer = TokenSigner::new(self.lifecycle.keyring().clone(), MAX_EXP, REFRESH);
+        let now = self
+            .clock
+            .now_secs();
+        let claims = URL_SAFE_NO_PAD
+            .encode(format!(r#"{{"exp":{},"iat":{now},"sub":"x"}}"#, now + 600));
+        signer.sign(&claims).map(|jws| jws.header)
+    }
+}
+
+trait NowSecs {
+    fn now_secs(&self) -> u64;
+}
+
+impl NowSecs for ManualClock {
+    fn now_secs(&self) -> u64 {
+        use signet::lifecycle::Clock as _;
+        self.now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+}
+
+#[tokio::test]
+async fn a_new_key_is_published_at_least_the_lead_before_it_signs() {
+    let f = fixture();
+    let first = f.signing_kid();
+    let next = f.lifecycle.rotate(None, false).await.unwrap();
+    assert_eq!(next.state, KeyState::Next);
+    assert_eq!(f.published(), vec![first.clone(), next.kid.clone()]);
+    assert_eq!(f.signing_kid(), first, "a next key does not sign");
+
+    f.clock.advance(LEAD - SECOND);
+    match f.lifecycle.promote(false).await {
+        Err(LifecycleError::NextKeyNotReady { kid, ready_at }) => {
+            assert_eq!(kid, next.kid);
+            assert_eq!(ready_at, t0() + LEAD);
+        }
+        other => panic!("expected NextKeyNotReady, got {other:?}"),
+    }
+    assert_eq!(f.signing_kid(), first);
+
+    f.clock.advance(SECOND);
+    let active = f.lifecycle.promote(false).await.unwrap();
+    assert_eq!(active.kid, next.kid);
+    assert_eq!(active.activated_at, Some(t0() + LEAD));
+    assert_eq!(f.signing_kid(), next.kid);
+}
+
+#[tokio::test]
+async fn force_promotes_before_the_lead_and_promote_now_needs_no_second_call() {
+    let f = fixture();
+    f.lifecycle.rotate(None, false).await.unwrap();
+    let promoted = f.lifecycle.promote(true).await.unwrap();
+    assert_eq!(f.signing_kid(), promoted.kid);
+
+    let now = f.lifecycle.rotate(Some(Algorithm::ES384), true).await.unwrap();
+    assert_eq!(now.state, KeyState::Active);
+    assert_eq!(now.alg, Algorithm::ES384, "a rotation may change the algorithm");
+    assert_eq!(f.signing_kid(), now.kid);
+}
+
+#[tokio::test]
+async fn a_retired_key_stays_published_for_max_expiration_plus_refresh_after_its_last_signature() {
+    let f = fixture();
+    let old = f.signing_kid();
+    f.lifecycle.rotate(None, false).await.unwrap();
+    f.clock.advance(LEAD);
+    f.lifecycle.promote(false).await.unwrap();
+    let retired_at = t0() + LEAD;
+    let record = f
+        .lifecycle
+        .list()
+        .await
+        .into_iter()
+        .find(|r| r.kid == old)
+        .unwrap();
+    assert_eq!(record.state, KeyState::Retired);
+    assert_eq!(record.retired_at, Some(retired_at));
+    let due = retired_at + MAX_EXP + REFRESH;
+    assert_eq!(record.removal_due, Some(due));
+
+    f.clock.set(due - SECOND);
+    match f.lifecycle.remove(&old, false).await {
+        Err(LifecycleError::StillVerifiesLiveTokens { kid, removal_due }) => {
+            assert_eq!((kid.as_str(), removal_due), (old.as_str(), due));
+        }
+        other => panic!("expected StillVerifiesLiveTokens, got {other:?}"),
+    }
+    f.lifecycle.tick(due - SECOND).await.unwrap();
+    assert!(f.published().contains(&old), "kept until the retention is over");
+
+    f.clock.set(due);
+    f.lifecycle.tick(due).await.unwrap();
+    assert!(!f.published().contains(&old), "removed once it is over");
+    assert!(matches!(
+        f.backend.load(&old),
+        Err(StoreError::KeyNotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn data_timestamp_moves_exactly_when_the_published_set_changes() {
+    let f = fixture();
+    assert_eq!(f.data_timestamp(), t0());
+
+    let t1 = f.clock.advance(Duration::from_secs(3600));
+    f.lifecycle.tick(t1).await.unwrap();
+    assert_eq!(f.data_timestamp(), t0(), "nothing changed");
+
+    let next = f.lifecycle.rotate(None, false).await.unwrap();
+    assert_eq!(f.data_timestamp(), t1, "a key was added");
+
+    let t2 = f.clock.advance(LEAD);
+    f.lifecycle.promote(false).await.unwrap();
+    assert_eq!(
+        f.data_timestamp(),
+        t1,
+        "promotion changes what signs, not what is published"
+    );
+    assert_eq!(f.published()[1], next.kid, "order stays: oldest first");
+
+    let old = f.published()[0].clone();
+    let t3 = f.clock.advance(Duration::from_secs(600));
+    f.lifecycle.remove(&old, true).await.unwrap();
+    assert_eq!(f.data_timestamp(), t3, "a key was removed");
+    assert_ne!(t2, t3);
+
+    let err = f.lifecycle.remove("no-such-kid", true).await.unwrap_err();
+    assert!(matches!(err, LifecycleError::UnknownKid(_)), "{err}");
+    assert_eq!(f.data_timestamp(), t3, "a refused change changes nothing");
+}
+
+#[tokio::test]
+async fn promote_without_a_next_key_is_refused() {
+    let f = fixture();
+    let err = f.lifecycle.promote(true).await.unwrap_err();
+    assert!(matches!(err, LifecycleError::NoNextKey), "{err}");
+    assert!(err.to_string().contains("signet keys rotate"), "{err}");
+}
+
+#[tokio::test]
+async fn only_one_next_key_at_a_time() {
+    let f = fixture();
+    let next = f.lifecycle.rotate(None, false).await.unwrap();
+    let err = f.lifecycle.rotate(None, false).await.unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::NextKeyAlreadyPrepared(kid) if *kid == next.kid),
+        "{err}"
+    );
+    assert_eq!(f.published().len(), 2);
+}
+
+#[tokio::test]
+async fn removing_a_live_key_needs_force_and_the_active_key_is_never_removed() {
+    let f = fixture();
+    let first = f.signing_kid();
+    let err = f.lifecycle.remove(&first, true).await.unwrap_err();
+    assert!(matches!(err, LifecycleError::ActiveKeyCannotBeRemoved(_)), "{err}");
+
+    let next = f.lifecycle.rotate(None, false).await.unwrap();
+    let err = f.lifecycle.remove(&next.kid, true).await.unwrap_err();
+    assert!(matches!(err, LifecycleError::NotRetired(_)), "{err}");
+
+    f.clock.advance(LEAD);
+    f.lifecycle.promote(false).await.unwrap();
+    let err = f.lifecycle.remove(&first, false).await.unwrap_err();
+    assert!(matches!(err, LifecycleError::StillVerifiesLiveTokens { .. }), "{err}");
+    assert!(f.published().contains(&first));
+
+    f.lifecycle.remove(&first, true).await.unwrap();
+    assert_eq!(f.published(), vec![next.kid]);
+}
+
+#[tokio::test]
+async fn retire_moves_only_a_next_key_and_a_never_used_key_may_go_at_once() {
+    let f = fixture();
+    let active = f.signing_kid();
+    let err = f.lifecycle.retire(&active).await.unwrap_err();
+    assert!(matches!(err, LifecycleError::CannotRetireActive(_)), "{err}");
+    let err = f.lifecycle.retire("nope").await.unwrap_err();
+    assert!(matches!(err, LifecycleError::UnknownKid(_)), "{err}");
+
+    let next = f.lifecycle.rotate(None, false).await.unwrap();
+    let retired = f.lifecycle.retire(&next.kid).await.unwrap();
+    assert_eq!(retired.state, KeyState::Retired);
+    assert_eq!(
+        retired.removal_due,
+        Some(t0()),
+        "a generated key that never signed verifies no token"
+    );
+    let err = f.lifecycle.retire(&next.kid).await.unwrap_err();
+    assert!(matches!(err, LifecycleError::AlreadyRetired(_)), "{err}");
+    f.lifecycle.remove(&next.kid, false).await.unwrap();
+    assert_eq!(f.published(), vec![active]);
+}
+
+#[tokio::test]
+async fn automatic_rotation_prepares_the_lead_before_due_and_promotes_when_due() {
+    let f = fixture();
+    let first = f.signing_kid();
+    let due = t0() + PERIOD;
+    assert_eq!(f.lifecycle.status().await.next_rotation_at, Some(due));
+
+    f.lifecycle.tick(due - LEAD - SECOND).await.unwrap();
+    assert_eq!(f.published().len(), 1, "too early to prepare");
+
+    f.clock.set(due - LEAD);
+    f.lifecycle.tick(due - LEAD).await.unwrap();
+    let status = f.lifecycle.status().await;
+    let next = status.next_kid.expect("prepared");
+    assert_eq!(f.signing_kid(), first);
+
+    f.clock.set(due - SECOND);
+    f.lifecycle.tick(due - SECOND).await.unwrap();
+    assert_eq!(f.signing_kid(), first, "not due yet");
+
+    f.clock.set(due);
+    f.lifecycle.tick(due).await.unwrap();
+    assert_eq!(f.signing_kid(), next, "promoted when due");
+    let status = f.lifecycle.status().await;
+    assert_eq!(status.next_rotation_at, Some(due + PERIOD));
+    assert_eq!(status.last_error, None);
+}
+
+#[tokio::test]
+async fn rotation_period_none_disables_automatic_rotation() {
+    let mut policy = policy();
+    policy.rotation_period = None;
+    let f = fixture_with(policy);
+    let far = t0() + PERIOD * 3;
+    f.lifecycle.tick(far).await.unwrap();
+    assert_eq!(f.published().len(), 1);
+    assert_eq!(f.lifecycle.status().await.next_rotation_at, None);
+}
+
+#[tokio::test]
+async fn a_failed_rotation_step_is_recorded_retried_and_never_stops_signing() {
+    let f = fixture();
+    let first = f.signing_kid();
+    let due = t0() + PERIOD;
+    f.backend.failing.store(true, Ordering::SeqCst);
+    f.clock.set(due - LEAD);
+    assert!(f.lifecycle.tick(due - LEAD).await.is_err());
+    let status = f.lifecycle.status().await;
+    let error = status.last_error.expect("recorded");
+    assert!(error.contains("key generation failed"), "{error}");
+    assert_eq!(f.published(), vec![first.clone()], "nothing half-done");
+    assert!(f.sign().is_ok(), "signing continues");
+    assert_eq!(f.signing_kid(), first);
+
+    // Still failing when due: the active key keeps signing past its period.
+    f.clock.set(due);
+    assert!(f.lifecycle.tick(due).await.is_err());
+    assert!(f.sign().is_ok());
+
+    // The backend recovers: the next tick retries and succeeds.
+    f.backend.failing.store(false, Ordering::SeqCst);
+    f.lifecycle.tick(due).await.unwrap();
+    let status = f.lifecycle.status().await;
+    assert_eq!(status.last_error, None);
+    let next = status.next_kid.expect("prepared on retry");
+    // Prepared late, so it still gets its full lead before it signs.
+    f.lifecycle.tick(due + LEAD - SECOND).await.unwrap();
+    assert_eq!(f.signing_kid(), first);
+    f.clock.set(due + LEAD);
+    f.lifecycle.tick(due + LEAD).await.unwrap();
+    assert_eq!(f.signing_kid(), next);
+}
+
+#[tokio::test]
+async fn a_change_that_cannot_be_persisted_is_not_published() {
+    let f = fixture();
+    let before = f.published();
+    f.store.failing.store(true, Ordering::SeqCst);
+    let err = f.lifecycle.rotate(None, false).await.unwrap_err();
+    assert!(err.to_string().contains("disk full"), "{err}");
+    assert_eq!(f.published(), before);
+    assert_eq!(f.lifecycle.list().await.len(), 1);
+    assert_eq!(f.data_timestamp(), t0());
+    f.store.failing.store(false, Ordering::SeqCst);
+    f.lifecycle.rotate(None, false).await.unwrap();
+    assert_eq!(f.published().len(), 2);
+}
+
+const SA_KEY: &[u8] = include_bytes!("fixtures/lifecycle-sa-pkcs1.key");
+const WEAK_KEY: &[u8] = include_bytes!("fixtures/lifecycle-rsa1024-weak.key");
+const EC_KEY: &[u8] = include_bytes!("fixtures/lifecycle-ec-sec1.key");
+
+#[tokio::test]
+async fn a_verify_only_import_is_published_never_signs_and_is_removed_only_by_force() {
+    let f = fixture();
+    let active = f.signing_kid();
+    let record = f
+        .lifecycle
+        .import(SA_KEY, ImportOptions { verify_only: true })
+        .await
+        .unwrap();
+    assert_eq!(record.alg, Algorithm::RS256);
+    assert_eq!(record.state, KeyState::Retired);
+    assert!(record.verify_only);
+    assert!(!record.exclude_from_oidc_discovery, "see docs/lifecycle.md");
+    assert_eq!(record.removal_due, None);
+    assert_eq!(f.published(), vec![active.clone(), record.kid.clone()]);
+    assert_eq!(f.signing_kid(), active);
+
+    // Never removed automatically, however long it has been.
+    let far = t0() + PERIOD * 12;
+    f.lifecycle.tick(far).await.unwrap();
+    assert!(f.published().contains(&record.kid));
+    assert!(f.signing_kid() != record.kid);
+
+    let err = f.lifecycle.remove(&record.kid, false).await.unwrap_err();
+    assert!(matches!(err, LifecycleError::VerifyOnlyKeyNeedsForce(_)), "{err}");
+    f.lifecycle.remove(&record.kid, true).await.unwrap();
+    assert!(!f.published().contains(&record.kid));
+}
+
+#[tokio::test]
+async fn an_imported_key_becomes_next_under_the_in_tree_kid() {
+    let f = fixture();
+    let record = f
+        .lifecycle
+        .import(EC_KEY, ImportOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(record.state, KeyState::Next);
+    let pkcs8 = signet::keys::pkcs8_from_pem(EC_KEY).unwrap();
+    let key = signet::keys::LocalKey::from_pkcs8(&pkcs8).unwrap();
+    assert_eq!(
+        record.kid,
+        signet::keys::kid_for_public_key(signet::keys::JwsSigner::public_key_der(&key))
+    );
+    let err = f
+        .lifecycle
+        .import(EC_KEY, ImportOptions { verify_only: true })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LifecycleError::AlreadyPresent(_)), "{err}");
+    f.clock.advance(LEAD);
+    f.lifecycle.promote(false).await.unwrap();
+    assert_eq!(f.signing_kid(), record.kid);
+    // An imported key may have signed elsewhere: once retired it keeps the full retention.
+    f.lifecycle.rotate(None, true).await.unwrap();
+    let retired = f
+        .lifecycle
+        .list()
+        .await
+        .into_iter()
+        .find(|r| r.kid == record.kid)
+        .unwrap();
+    assert_eq!(
+        retired.removal_due,
+        Some(retired.retired_at.unwrap() + MAX_EXP + REFRESH)
+    );
+}
+
+#[tokio::test]
+async fn bad_imports_are_refused_and_change_nothing() {
+    let f = fixture();
+    let before = f.published();
+    let err = f
+        .lifecycle
+        .import(WEAK_KEY, ImportOptions { verify_only: true })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LifecycleError::Key(KeyError::RsaTooSmall { bits: 1024 })),
+        "{err}"
+    );
+    let err = f
+        .lifecycle
+        .import(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", ImportOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LifecycleError::Key(KeyError::NoPrivateKey)), "{err}");
+    assert_eq!(f.published(), before);
+    assert_eq!(f.backend.kids().unwrap().len(), 1, "nothing stored");
+    assert_eq!(f.data_timestamp(), t0());
+}
+
+#[tokio::test]
+async fn every_change_is_persisted_before_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys");
+    let clock = Arc::new(ManualClock::new(t0()));
+    let open = |create: bool| {
+        let store = Arc::new(FileStateStore::new(&path));
+        if create {
+            KeyLifecycle::create(
+                Arc::new(DirectoryBackend::create(&path).unwrap()),
+                store,
+                policy(),
+                clock.clone(),
+                InitialKeys::Generate(Algorithm::ES256),
+            )
+        } else {
+            KeyLifecycle::open(
+                Arc::new(DirectoryBackend::open(&path).unwrap()),
+                store,
+                policy(),
+                clock.clone(),
+            )
+        }
+        .unwrap()
+    };
+    let lifecycle = open(true);
+    let next = lifecycle.rotate(None, false).await.unwrap();
+    let before = lifecycle.list().await;
+    drop(lifecycle);
+
+    let lifecycle = open(false);
+    assert_eq!(lifecycle.list().await, before);
+    clock.advance(LEAD);
+    lifecycle.promote(false).await.unwrap();
+    let before = lifecycle.list().await;
+    drop(lifecycle);
+
+    let lifecycle = open(false);
+    assert_eq!(lifecycle.list().await, before);
+    assert_eq!(
+        lifecycle.keyring().snapshot().signing_key().unwrap().kid(),
+        next.kid
+    );
+}
