@@ -160,7 +160,8 @@ pub struct KeysRetireArgs {
     #[command(flatten)]
     pub target: AdminSocketArgs,
 
-    /// The key to retire.
+    /// The key to retire. A kid may start with `-` (base64url), so one is taken as a kid here.
+    #[arg(allow_hyphen_values = true)]
     pub kid: String,
 }
 
@@ -169,7 +170,8 @@ pub struct KeysRemoveArgs {
     #[command(flatten)]
     pub target: AdminSocketArgs,
 
-    /// The key to remove.
+    /// The key to remove. A kid may start with `-` (base64url), so one is taken as a kid here.
+    #[arg(allow_hyphen_values = true)]
     pub kid: String,
 
     /// Remove even while tokens it signed may still be valid (they will fail verification).
@@ -315,6 +317,31 @@ mod tests {
         assert_eq!(parse_duration("3600s").unwrap(), Duration::from_secs(3_600));
         assert_eq!(parse_duration("3600").unwrap(), Duration::from_secs(3_600));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn kids_may_start_with_a_hyphen() {
+        let kid_of = |argv: &[&str]| match Cli::try_parse_from(argv).unwrap().command {
+            Command::Keys(KeysArgs {
+                command: KeysCommand::Remove(args),
+            }) => (args.kid, args.force),
+            Command::Keys(KeysArgs {
+                command: KeysCommand::Retire(args),
+            }) => (args.kid, false),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            kid_of(&["signet", "keys", "retire", "-bX_1"]),
+            ("-bX_1".to_owned(), false)
+        );
+        assert_eq!(
+            kid_of(&["signet", "keys", "remove", "--aZ9", "--force"]),
+            ("--aZ9".to_owned(), true)
+        );
+        assert_eq!(
+            kid_of(&["signet", "keys", "remove", "--force", "-q"]),
+            ("-q".to_owned(), true)
+        );
     }
 
     #[test]

@@ -55,7 +55,10 @@ fn directory_keys_survive_reopening_as_private_pem_files() {
     let key_file = path.join(format!("{kid}.pem"));
     assert_eq!(mode(&key_file), 0o600);
     let pem = fs::read_to_string(&key_file).unwrap();
-    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "PEM PKCS#8");
+    assert!(
+        pem.starts_with("-----BEGIN PRIVATE KEY-----\n"),
+        "PEM PKCS#8"
+    );
     // No temp file is left behind by an atomic write.
     let names: Vec<String> = fs::read_dir(&path)
         .unwrap()
@@ -183,8 +186,7 @@ fn group_or_world_accessible_files_or_directory_are_refused() {
 
 fn edit_state(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     let file = path.join(STATE_FILE);
-    let mut state: serde_json::Value =
-        serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+    let mut state: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
     edit(&mut state);
     fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
 }
@@ -222,7 +224,10 @@ fn an_unknown_state_is_refused() {
     edit_state(&path, |state| state["keys"][0]["state"] = "sleeping".into());
     let err = open_err(&path);
     assert!(err.contains("sleeping"), "{err}");
-    assert!(err.contains("fix the file or restore it from backup"), "{err}");
+    assert!(
+        err.contains("fix the file or restore it from backup"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -142,11 +142,9 @@ impl Fixture {
     /// Signs a token through the same path as the Sign RPC.
     fn sign(&self) -> Result<String, signet::signer::SignError> {
         let signer = TokenSigner::new(self.lifecycle.keyring().clone(), MAX_EXP, REFRESH);
-        let now = self
-            .clock
-            .now_secs();
-        let claims = URL_SAFE_NO_PAD
-            .encode(format!(r#"{{"exp":{},"iat":{now},"sub":"x"}}"#, now + 600));
+        let now = self.clock.now_secs();
+        let claims =
+            URL_SAFE_NO_PAD.encode(format!(r#"{{"exp":{},"iat":{now},"sub":"x"}}"#, now + 600));
         signer.sign(&claims).map(|jws| jws.header)
     }
 }
@@ -198,9 +196,17 @@ async fn force_promotes_before_the_lead_and_promote_now_needs_no_second_call() {
     let promoted = f.lifecycle.promote(true).await.unwrap();
     assert_eq!(f.signing_kid(), promoted.kid);
 
-    let now = f.lifecycle.rotate(Some(Algorithm::ES384), true).await.unwrap();
+    let now = f
+        .lifecycle
+        .rotate(Some(Algorithm::ES384), true)
+        .await
+        .unwrap();
     assert_eq!(now.state, KeyState::Active);
-    assert_eq!(now.alg, Algorithm::ES384, "a rotation may change the algorithm");
+    assert_eq!(
+        now.alg,
+        Algorithm::ES384,
+        "a rotation may change the algorithm"
+    );
     assert_eq!(f.signing_kid(), now.kid);
 }
 
@@ -232,7 +238,10 @@ async fn a_retired_key_stays_published_for_max_expiration_plus_refresh_after_its
         other => panic!("expected StillVerifiesLiveTokens, got {other:?}"),
     }
     f.lifecycle.tick(due - SECOND).await.unwrap();
-    assert!(f.published().contains(&old), "kept until the retention is over");
+    assert!(
+        f.published().contains(&old),
+        "kept until the retention is over"
+    );
 
     f.clock.set(due);
     f.lifecycle.tick(due).await.unwrap();
@@ -300,7 +309,10 @@ async fn removing_a_live_key_needs_force_and_the_active_key_is_never_removed() {
     let f = fixture();
     let first = f.signing_kid();
     let err = f.lifecycle.remove(&first, true).await.unwrap_err();
-    assert!(matches!(err, LifecycleError::ActiveKeyCannotBeRemoved(_)), "{err}");
+    assert!(
+        matches!(err, LifecycleError::ActiveKeyCannotBeRemoved(_)),
+        "{err}"
+    );
 
     let next = f.lifecycle.rotate(None, false).await.unwrap();
     let err = f.lifecycle.remove(&next.kid, true).await.unwrap_err();
@@ -309,7 +321,10 @@ async fn removing_a_live_key_needs_force_and_the_active_key_is_never_removed() {
     f.clock.advance(LEAD);
     f.lifecycle.promote(false).await.unwrap();
     let err = f.lifecycle.remove(&first, false).await.unwrap_err();
-    assert!(matches!(err, LifecycleError::StillVerifiesLiveTokens { .. }), "{err}");
+    assert!(
+        matches!(err, LifecycleError::StillVerifiesLiveTokens { .. }),
+        "{err}"
+    );
     assert!(f.published().contains(&first));
 
     f.lifecycle.remove(&first, true).await.unwrap();
@@ -321,7 +336,10 @@ async fn retire_moves_only_a_next_key_and_a_never_used_key_may_go_at_once() {
     let f = fixture();
     let active = f.signing_kid();
     let err = f.lifecycle.retire(&active).await.unwrap_err();
-    assert!(matches!(err, LifecycleError::CannotRetireActive(_)), "{err}");
+    assert!(
+        matches!(err, LifecycleError::CannotRetireActive(_)),
+        "{err}"
+    );
     let err = f.lifecycle.retire("nope").await.unwrap_err();
     assert!(matches!(err, LifecycleError::UnknownKid(_)), "{err}");
 
@@ -455,7 +473,10 @@ async fn a_verify_only_import_is_published_never_signs_and_is_removed_only_by_fo
     assert!(f.signing_kid() != record.kid);
 
     let err = f.lifecycle.remove(&record.kid, false).await.unwrap_err();
-    assert!(matches!(err, LifecycleError::VerifyOnlyKeyNeedsForce(_)), "{err}");
+    assert!(
+        matches!(err, LifecycleError::VerifyOnlyKeyNeedsForce(_)),
+        "{err}"
+    );
     f.lifecycle.remove(&record.kid, true).await.unwrap();
     assert!(!f.published().contains(&record.kid));
 }
@@ -509,15 +530,24 @@ async fn bad_imports_are_refused_and_change_nothing() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, LifecycleError::Key(KeyError::RsaTooSmall { bits: 1024 })),
+        matches!(
+            err,
+            LifecycleError::Key(KeyError::RsaTooSmall { bits: 1024 })
+        ),
         "{err}"
     );
     let err = f
         .lifecycle
-        .import(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", ImportOptions::default())
+        .import(
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            ImportOptions::default(),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, LifecycleError::Key(KeyError::NoPrivateKey)), "{err}");
+    assert!(
+        matches!(err, LifecycleError::Key(KeyError::NoPrivateKey)),
+        "{err}"
+    );
     assert_eq!(f.published(), before);
     assert_eq!(f.backend.kids().unwrap().len(), 1, "nothing stored");
     assert_eq!(f.data_timestamp(), t0());

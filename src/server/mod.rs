@@ -122,9 +122,13 @@ pub async fn run(
         config.max_token_expiration,
         config.refresh_hint,
     ));
+    // Handlers first: a SIGTERM sent as soon as the readiness line below appears must
+    // drain, not kill the process with the default action.
+    let shutdown = shutdown_signal().map_err(ServeError::Signal)?;
     let policy = lifecycle.policy();
     tracing::info!(
         socket = %listener.address(),
+        admin_socket = %admin_listener.address(),
         kids = ?kids,
         algs = ?algs,
         signing_kid = keys.signing_key().map(|k| k.kid()).unwrap_or(""),
@@ -135,9 +139,7 @@ pub async fn run(
         rotation_period_seconds = policy.rotation_period.map_or(0, |p| p.as_secs()),
         "signet serving ExternalJWTSigner v1 and v1alpha1"
     );
-    tracing::info!(admin_socket = %admin_listener.address(), "signet serving the admin API");
     let rotation = lifecycle.spawn_rotation_task();
-    let shutdown = shutdown_signal().map_err(ServeError::Signal)?;
     let served = serve_with_admin(
         listener,
         ExternalJwtSignerService::new(signer),
