@@ -110,6 +110,9 @@ pub async fn run(
     lifecycle: Arc<KeyLifecycle>,
     admin_socket: SocketAddress,
 ) -> Result<(), ServeError> {
+    // Handlers first: once the socket exists (and the startup line says so), a SIGTERM must
+    // mean a clean shutdown that removes the socket, never death by the default action.
+    let shutdown = shutdown_signal().map_err(ServeError::Signal)?;
     let listener = Listener::bind(&config.socket, config.socket_mode, &config.allowed_uids)?;
     // Owner only; on an abstract socket, only our own UID and root.
     let admin_listener = Listener::bind(&admin_socket, ADMIN_SOCKET_MODE, &[])?;
@@ -122,9 +125,6 @@ pub async fn run(
         config.max_token_expiration,
         config.refresh_hint,
     ));
-    // Handlers first: a SIGTERM sent as soon as the readiness line below appears must
-    // drain, not kill the process with the default action.
-    let shutdown = shutdown_signal().map_err(ServeError::Signal)?;
     let policy = lifecycle.policy();
     tracing::info!(
         socket = %listener.address(),

@@ -289,3 +289,11 @@ pub fn tamper_payload(token: &str) -> String {
     parts[1] = &forged;
     parts.join(".")
 }
+
+/// A JWS segment (header or claims) decoded as base64url without padding, then JSON.
+pub fn decode_segment(segment: &str) -> Value {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .unwrap_or_else(|err| panic!("segment is not base64url without padding: {err}"));
+    serde_json::from_slice(&bytes).expect("segment is JSON")
+}
