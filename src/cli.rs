@@ -1,6 +1,7 @@
 //! Command-line surface: `signet serve` and the flags an operator meets. Parsing only; what the
 //! flags mean is checked in [`crate::config`].
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -38,6 +39,9 @@ pub enum Command {
     /// Manage signing keys: on a running server through its admin socket (--admin-socket),
     /// or offline on a stopped server's key directory (--key-dir, where supported).
     Keys(KeysArgs),
+    /// Check a token against the keys a running signer publishes (FetchKeys over its socket).
+    /// Exit 0: verified; 1: does not verify; 2: cannot be checked.
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -271,6 +275,71 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish before signet exits.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Serve the OIDC discovery documents (/openid/v1/jwks, /.well-known/openid-configuration)
+    /// and /healthz over plain HTTP on this address, e.g. 127.0.0.1:8080. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+
+    /// The issuer named in the discovery document: kube-apiserver's first
+    /// --service-account-issuer. An https URL without query or fragment. Required with
+    /// --http-listen.
+    #[arg(long, value_name = "URL", requires = "http_listen")]
+    pub issuer: Option<String>,
+
+    /// The jwks_uri named in the discovery document (kube-apiserver's
+    /// --service-account-jwks-uri). An https URL. Default: <issuer>/openid/v1/jwks.
+    #[arg(long, value_name = "URL", requires = "http_listen")]
+    pub jwks_uri: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("token_source").required(true).args(["token", "token_file"])))]
+pub struct VerifyArgs {
+    /// Socket of the running signer, as given to `signet serve --socket`.
+    #[arg(long, default_value = "/run/signet/signet.sock", env = "SIGNET_SOCKET")]
+    pub socket: String,
+
+    /// The token to check. Other users can see it in the process list: prefer --token-file.
+    #[arg(long, value_name = "TOKEN", value_parser = parse_token)]
+    pub token: Option<TokenArg>,
+
+    /// A file holding the token, or `-` for standard input. Surrounding whitespace is ignored.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Require this audience in `aud` (repeatable: any one matches). Without it, `aud` is not
+    /// checked.
+    #[arg(long = "audience", value_name = "AUD")]
+    pub audiences: Vec<String>,
+
+    /// Require this `iss`.
+    #[arg(long, value_name = "URL")]
+    pub issuer: Option<String>,
+
+    /// Check the signature and other claims of a token whose exp has passed (or nbf not come).
+    #[arg(long)]
+    pub allow_expired: bool,
+}
+
+/// A token given on the command line. Its Debug form never shows it.
+#[derive(Clone)]
+pub struct TokenArg(zeroize::Zeroizing<String>);
+
+impl TokenArg {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TokenArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenArg(<redacted>)")
+    }
+}
+
+fn parse_token(s: &str) -> Result<TokenArg, String> {
+    Ok(TokenArg(zeroize::Zeroizing::new(s.trim().to_owned())))
 }
 
 /// A duration such as `24h`, `90m`, `3600s` or `1h30m`; a bare number is seconds.

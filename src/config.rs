@@ -1,6 +1,7 @@
 //! Turning `signet serve` flags into a checked [`ServeConfig`]. Every configuration mistake is
 //! found here, before any socket is bound, and reported as a [`ConfigError`] (exit code 64).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -45,6 +46,12 @@ pub enum ConfigError {
     RotationWithKeyFiles,
     #[error("key store: {0}")]
     KeyStore(#[from] LifecycleError),
+    #[error("--http-listen needs --issuer: the issuer URL the discovery document names (kube-apiserver's --service-account-issuer)")]
+    IssuerRequired,
+    #[error("invalid --issuer {url:?}: {reason}")]
+    Issuer { url: String, reason: &'static str },
+    #[error("invalid --jwks-uri {url:?}: {reason}")]
+    JwksUri { url: String, reason: &'static str },
 }
 
 /// Where the keys come from.
@@ -73,6 +80,8 @@ pub struct ServeConfig {
     pub publish_lead: Duration,
     /// Automatic rotation period; `None` = disabled.
     pub rotation_period: Option<Duration>,
+    /// The OIDC discovery documents over HTTP, when `--http-listen` is given.
+    pub oidc_http: Option<OidcHttpConfig>,
 }
 
 impl ServeConfig {
@@ -103,6 +112,12 @@ impl ServeConfig {
             (None, _) => Some(DEFAULT_ROTATION_PERIOD),
         };
         let publish_lead = args.publish_lead.unwrap_or(args.refresh_hint * 2);
+        let oidc_http = args
+            .http_listen
+            .map(|listen| {
+                OidcHttpConfig::from_args(listen, args.issuer.as_deref(), args.jwks_uri.as_deref())
+            })
+            .transpose()?;
         Ok(Self {
             socket,
             socket_mode: args.socket_mode,
@@ -114,6 +129,7 @@ impl ServeConfig {
             shutdown_grace: args.shutdown_grace,
             publish_lead,
             rotation_period,
+            oidc_http,
         })
         .and_then(|config| {
             config
@@ -194,4 +210,67 @@ pub fn load_key_file(path: &Path) -> Result<SigningKey, ConfigError> {
     let pkcs8 = keys::pkcs8_from_pem(&pem).map_err(key_error)?;
     let key = LocalKey::from_pkcs8(&pkcs8).map_err(key_error)?;
     Ok(SigningKey::new(Arc::new(key)))
+}
+
+/// Where and under which names the OIDC discovery documents are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcHttpConfig {
+    pub listen: SocketAddr,
+    /// `issuer` in the discovery document, verbatim.
+    pub issuer: String,
+    /// `jwks_uri` in the discovery document.
+    pub jwks_uri: String,
+}
+
+impl OidcHttpConfig {
+    /// Checks the URLs as kube-apiserver does before it serves these documents: the issuer must
+    /// be https with no query or fragment, the JWKS URI https.
+    pub fn from_args(
+        listen: SocketAddr,
+        issuer: Option<&str>,
+        jwks_uri: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let issuer = issuer.ok_or(ConfigError::IssuerRequired)?;
+        check_https_url(issuer, true).map_err(|reason| ConfigError::Issuer {
+            url: issuer.to_owned(),
+            reason,
+        })?;
+        let jwks_uri = match jwks_uri {
+            Some(uri) => {
+                check_https_url(uri, false).map_err(|reason| ConfigError::JwksUri {
+                    url: uri.to_owned(),
+                    reason,
+                })?;
+                uri.to_owned()
+            }
+            None => format!("{}/openid/v1/jwks", issuer.trim_end_matches('/')),
+        };
+        Ok(Self {
+            listen,
+            issuer: issuer.to_owned(),
+            jwks_uri,
+        })
+    }
+}
+
+/// An absolute https URL with a host; for an issuer, also without query or fragment.
+fn check_https_url(url: &str, issuer: bool) -> Result<(), &'static str> {
+    // `http::Uri` drops a fragment silently, so look for one first.
+    if issuer && url.contains('#') {
+        return Err("an issuer URL may not include a fragment");
+    }
+    let uri: http::Uri = url.parse().map_err(|_| "not a valid absolute URL")?;
+    if !uri
+        .scheme_str()
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https"))
+    {
+        return Err("the URL must use the https scheme");
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("the URL has no host");
+    }
+    if issuer && uri.query().is_some_and(|query| !query.is_empty()) {
+        return Err("an issuer URL may not include a query");
+    }
+    Ok(())
 }

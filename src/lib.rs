@@ -13,7 +13,8 @@
 //! - [`keys`]: a key as an object (kid, algorithm, public key, sign), PEM loading, the provider;
 //! - [`lifecycle`]: next → active → retired → removed, rotation policy and clock;
 //! - [`backend`]: where keys are stored and signed (memory, directory), behind one trait;
-//! - [`admin`]: the admin socket's `KeyAdmin` service and the `signet keys` client.
+//! - [`admin`]: the admin socket's `KeyAdmin` service and the `signet keys` client;
+//! - [`verify`]: `signet verify`, an operator's token check against a running signer.
 
 pub mod admin;
 pub mod api;
@@ -28,3 +29,4 @@ pub mod lifecycle;
 pub mod logging;
 pub mod server;
 pub mod signer;
+pub mod verify;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 use signet::admin::commands::CommandError;
-use signet::cli::{Cli, Command, KeysCommand, ServeArgs};
+use signet::cli::{Cli, Command, KeysCommand, ServeArgs, VerifyArgs};
 use signet::config::{ServeConfig, EXIT_CONFIG};
 use signet::lifecycle::{offline, ImportOptions, KeyRecord, LifecycleError};
 
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Keys(args) => keys(args.command),
+        Command::Verify(args) => verify(&args),
     }
 }
 
@@ -111,6 +112,19 @@ fn command_failed(err: &CommandError) -> ExitCode {
         ExitCode::from(EXIT_CONFIG)
     } else {
         ExitCode::FAILURE
+    }
+}
+
+fn verify(args: &VerifyArgs) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(signet::verify::run(args)),
+        Err(err) => {
+            eprintln!("signet verify: cannot start the async runtime: {err}");
+            ExitCode::from(signet::verify::EXIT_CANNOT_CHECK)
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! and the admin API, drain both on SIGTERM/SIGINT within a bounded grace period, remove the
 //! sockets on the way out.
 
+mod oidc_http;
 mod socket;
 
 use std::future::Future;
@@ -20,6 +21,10 @@ use crate::lifecycle::{
 };
 use crate::signer::TokenSigner;
 
+pub use oidc_http::{
+    HttpError, OidcHttpServer, HEALTHZ_PATH, JWKS_CONTENT_TYPE, JWKS_PATH,
+    OPENID_CONFIGURATION_PATH,
+};
 pub use socket::{Listener, SocketAddress, SocketError, SocketFile};
 
 /// Largest request message accepted. Above [`crate::jws::MAX_CLAIMS_LEN`] so that oversized
@@ -36,6 +41,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    Http(#[from] HttpError),
 }
 
 /// Builds the key lifecycle `signet serve` runs with: the `--key-dir` store, the `--key-file`
@@ -125,6 +132,11 @@ pub async fn run(
         config.max_token_expiration,
         config.refresh_hint,
     ));
+    // Bound before the announcement below, so "serving" means every listener is up.
+    let oidc_http = match &config.oidc_http {
+        Some(http) => Some(OidcHttpServer::bind(http, signer.clone()).await?),
+        None => None,
+    };
     let policy = lifecycle.policy();
     tracing::info!(
         socket = %listener.address(),
@@ -140,6 +152,7 @@ pub async fn run(
         "signet serving ExternalJWTSigner v1 and v1alpha1"
     );
     let rotation = lifecycle.spawn_rotation_task();
+    let (shutdown, oidc_http) = spawn_beside(oidc_http, shutdown, config.shutdown_grace);
     let served = serve_with_admin(
         listener,
         ExternalJwtSignerService::new(signer),
@@ -150,6 +163,9 @@ pub async fn run(
     )
     .await;
     rotation.abort();
+    if let Some(oidc_http) = oidc_http {
+        let _ = oidc_http.await;
+    }
     served
 }
 
@@ -188,6 +204,33 @@ pub async fn serve_with_admin(
     };
     let ((), api, admin) = tokio::join!(signal, api, admin);
     api.and(admin)
+}
+
+/// Runs the `--http-listen` server beside the gRPC one: it stops at the moment `shutdown`
+/// fires (when gRPC starts draining), or when the gRPC server ends on its own. Returns the
+/// shutdown future for the gRPC server and the HTTP server's task.
+fn spawn_beside(
+    oidc_http: Option<OidcHttpServer>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> (
+    impl Future<Output = ()>,
+    Option<tokio::task::JoinHandle<()>>,
+) {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = oidc_http.map(|server| {
+        tokio::spawn(server.serve(
+            async {
+                let _ = stop_rx.await;
+            },
+            grace,
+        ))
+    });
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(());
+    };
+    (shutdown, task)
 }
 
 /// Serves `service` on `listener` until `shutdown` completes, then stops accepting, removes

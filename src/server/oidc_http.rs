@@ -1,0 +1,328 @@
+//! The plain-HTTP listener for relying parties outside the cluster (`--http-listen`): the OIDC
+//! discovery documents kube-apiserver would serve (`/openid/v1/jwks`,
+//! `/.well-known/openid-configuration`), built from the same key-set snapshot FetchKeys serves,
+//! and `/healthz`, which signs a fixed dummy payload with the active key and verifies the
+//! signature against the published key, as kubernetes-kms's health check does a real round trip.
+//!
+//! It serves public data only and changes nothing. It must never return, log or keep a token or
+//! a signature: the health check's dummy token is dropped as soon as it is checked, and its
+//! answer is "ok" or a short reason.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::config::OidcHttpConfig;
+use crate::jwks::{OidcDocumentBodies, OidcDocuments};
+use crate::keys::Algorithm;
+use crate::signer::TokenSigner;
+
+#[cfg(feature = "aws-lc-rs")]
+use aws_lc_rs as provider;
+#[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+use ring as provider;
+
+pub const JWKS_PATH: &str = "/openid/v1/jwks";
+pub const OPENID_CONFIGURATION_PATH: &str = "/.well-known/openid-configuration";
+pub const HEALTHZ_PATH: &str = "/healthz";
+
+/// The content type kube-apiserver serves its JWK Set with.
+pub const JWKS_CONTENT_TYPE: &str = "application/jwk-set+json";
+
+/// A client that has not sent its request headers by then is disconnected (slow-loris).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests here are a line and a few headers; nothing legitimate needs more.
+const MAX_REQUEST_BUFFER: usize = 16 * 1024;
+/// `/healthz` signs at most once per this interval, however often it is asked: the listener
+/// may face the internet, and a probe must not become a way to burn signing capacity.
+const HEALTH_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The claims `/healthz` signs: fixed, obviously not a service-account token, and never
+/// returned. base64url of `{"sub":"signet:healthz"}`.
+const HEALTH_CLAIMS: &str = "eyJzdWIiOiJzaWduZXQ6aGVhbHRoeiJ9";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    #[error("cannot listen for HTTP on {addr} (--http-listen): {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The HTTP listener, bound and ready to serve.
+#[derive(Debug)]
+pub struct OidcHttpServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: Arc<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    documents: OidcDocuments,
+    signer: Arc<TokenSigner>,
+    /// `public, max-age=<refresh hint>`: a relying party re-reads as often as the apiserver.
+    cache_control: HeaderValue,
+    /// The last health verdict and when it was reached; the lock also makes probes that
+    /// arrive together share one sign.
+    health: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl OidcHttpServer {
+    /// Binds `config.listen` (port 0 picks a free port: see [`Self::local_addr`]).
+    pub async fn bind(
+        config: &OidcHttpConfig,
+        signer: Arc<TokenSigner>,
+    ) -> Result<Self, HttpError> {
+        let bind_error = |source| HttpError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let cache_control = HeaderValue::try_from(format!(
+            "public, max-age={}",
+            signer.refresh_hint().as_secs()
+        ))
+        .expect("digits are a valid header value");
+        let documents = OidcDocuments::new(
+            signer.keyring().clone(),
+            config.issuer.clone(),
+            config.jwks_uri.clone(),
+        );
+        // Build now, so a key set that cannot be published is reported at start.
+        if let Err(err) = documents.current() {
+            tracing::warn!(error = %err, "the OIDC discovery documents are not available yet");
+        }
+        Ok(Self {
+            listener,
+            local_addr,
+            state: Arc::new(State {
+                documents,
+                signer,
+                cache_control,
+                health: tokio::sync::Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and gives open connections at
+    /// most `grace` to finish.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>, grace: Duration) {
+        let Self {
+            listener,
+            local_addr,
+            state,
+        } = self;
+        tracing::info!(
+            addr = %local_addr,
+            issuer = %state.documents.issuer(),
+            jwks_uri = %state.documents.jwks_uri(),
+            "serving OIDC discovery documents and /healthz over HTTP"
+        );
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_REQUEST_BUFFER);
+        let connections = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _peer)) => {
+                        let state = state.clone();
+                        let service = hyper::service::service_fn(move |request| {
+                            let state = state.clone();
+                            async move { Ok::<_, Infallible>(route(&state, &request).await) }
+                        });
+                        let connection =
+                            connections.watch(http.serve_connection(TokioIo::new(stream), service));
+                        tokio::spawn(async move {
+                            if let Err(err) = connection.await {
+                                tracing::debug!(error = %err, "HTTP connection ended with an error");
+                            }
+                        });
+                    }
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %err, "cannot accept an HTTP connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        if tokio::time::timeout(grace, connections.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over: closing HTTP connections still open");
+        }
+    }
+}
+
+async fn route(state: &State, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
+    if ![JWKS_PATH, OPENID_CONFIGURATION_PATH, HEALTHZ_PATH].contains(&path) {
+        return plain(StatusCode::NOT_FOUND, "not found");
+    }
+    // hyper writes no body in answer to HEAD, but keeps the headers and Content-Length.
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    match path {
+        JWKS_PATH => state.document(JWKS_CONTENT_TYPE, |docs| docs.jwks.clone()),
+        OPENID_CONFIGURATION_PATH => {
+            state.document("application/json", |docs| docs.openid_configuration.clone())
+        }
+        _ => match state.health().await {
+            Ok(()) => plain(StatusCode::OK, "ok"),
+            Err(reason) => plain(StatusCode::SERVICE_UNAVAILABLE, &reason),
+        },
+    }
+}
+
+/// A short `text/plain` answer that no cache keeps.
+fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+impl State {
+    fn document(
+        &self,
+        content_type: &'static str,
+        body: impl FnOnce(&OidcDocumentBodies) -> Bytes,
+    ) -> Response<Full<Bytes>> {
+        match self.documents.current() {
+            Ok(docs) => {
+                let mut response = Response::new(Full::new(body(&docs)));
+                let headers = response.headers_mut();
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+                headers.insert(CACHE_CONTROL, self.cache_control.clone());
+                response
+            }
+            Err(err) => plain(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
+        }
+    }
+
+    /// The health verdict: fresh if the last one is older than [`HEALTH_MIN_INTERVAL`].
+    async fn health(&self) -> Result<(), String> {
+        let mut last = self.health.lock().await;
+        if let Some((at, verdict)) = &*last {
+            if at.elapsed() < HEALTH_MIN_INTERVAL {
+                return verdict.clone();
+            }
+        }
+        let signer = self.signer.clone();
+        // A backend may block while signing (an HSM, a KMS): keep it off the executor.
+        let verdict = tokio::task::spawn_blocking(move || sign_and_verify(&signer))
+            .await
+            .unwrap_or_else(|_| Err("the health check panicked".to_owned()));
+        if let Err(reason) = &verdict {
+            tracing::warn!(reason = %reason, "health check failed");
+        }
+        *last = Some((Instant::now(), verdict.clone()));
+        verdict
+    }
+}
+
+/// Signs [`HEALTH_CLAIMS`] through the real Sign path, then checks the signature with the
+/// public key published under the header's kid: a signer whose key does not match what it
+/// publishes issues tokens nobody can verify. The reason names kids only.
+fn sign_and_verify(signer: &TokenSigner) -> Result<(), String> {
+    let signed = signer.sign(HEALTH_CLAIMS).map_err(|err| err.to_string())?;
+    let header: Header = URL_SAFE_NO_PAD
+        .decode(&signed.header)
+        .ok()
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .ok_or_else(|| "the signing key produced a malformed JWS header".to_owned())?;
+    let keys = signer.verification_keys();
+    let published = keys
+        .published()
+        .iter()
+        .find(|key| *key.kid == header.kid)
+        .ok_or_else(|| format!("the signing key {} is not published", header.kid))?;
+    if published.exclude_from_oidc_discovery || published.alg.as_str() != header.alg {
+        return Err(format!(
+            "the signing key {} is published as excluded or under another algorithm",
+            header.kid
+        ));
+    }
+    let signature = URL_SAFE_NO_PAD
+        .decode(&signed.signature)
+        .map_err(|_| "the signature is not base64url".to_owned())?;
+    let signing_input = format!("{}.{HEALTH_CLAIMS}", signed.header);
+    verify(
+        published.alg,
+        &published.public_key_der,
+        signing_input.as_bytes(),
+        &signature,
+    )
+    .map_err(|()| {
+        format!(
+            "a signature by key {} does not verify with its published public key",
+            header.kid
+        )
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct Header {
+    alg: String,
+    kid: String,
+}
+
+/// Verifies a JWS signature with a PKIX public key through the crypto provider.
+fn verify(alg: Algorithm, spki_der: &[u8], message: &[u8], signature: &[u8]) -> Result<(), ()> {
+    use der::Decode as _;
+    use provider::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
+
+    let spki = spki::SubjectPublicKeyInfoRef::from_der(spki_der).map_err(|_| ())?;
+    // RSA: the PKCS#1 RSAPublicKey; EC: the uncompressed point. Both are the bit string.
+    let public_key = spki.subject_public_key.as_bytes().ok_or(())?;
+    let verification: &'static dyn VerificationAlgorithm = match alg {
+        Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
+        Algorithm::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
+        #[cfg(feature = "aws-lc-rs")]
+        Algorithm::ES512 => &signature::ECDSA_P521_SHA512_FIXED,
+        // ring cannot sign ES512 either, so a ring build never has such a key to check.
+        #[cfg(not(feature = "aws-lc-rs"))]
+        Algorithm::ES512 => return Err(()),
+    };
+    UnparsedPublicKey::new(verification, public_key)
+        .verify(message, signature)
+        .map_err(|_| ())
+}

@@ -1,0 +1,694 @@
+//! `--http-listen`: the OIDC discovery documents and `/healthz` over real HTTP on 127.0.0.1,
+//! checked against FetchKeys over the real Unix socket and with an independent verifier
+//! (jsonwebtoken fed the served JWK Set). The last tests run the `signet` binary itself: flag
+//! checks (exit 64), a clear bind error, and HTTP stopping with gRPC on SIGTERM.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use clap::Parser as _;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{DecodingKey, Validation};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::oneshot;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use signet::api::v1::external_jwt_signer_client::ExternalJwtSignerClient;
+use signet::api::v1::{FetchKeysRequest, FetchKeysResponse, SignJwtRequest};
+use signet::api::ExternalJwtSignerService;
+use signet::cli::ServeArgs;
+use signet::config::ServeConfig;
+use signet::keyring::{KeyRing, KeySet, PublishedKey};
+use signet::keys::{pkcs8_from_pem, Algorithm, LocalKey, SigningKey};
+use signet::server::{Listener, OidcHttpServer};
+use signet::signer::TokenSigner;
+
+const ISSUER: &str = "https://issuer.example/cluster-1";
+const REFRESH_HINT_SECS: u64 = 45;
+
+/// A real apiserver Sign request (shared testdata/apiserver-claims.txt, `default-sa-1h`).
+const CLAIMS: &str = "eyJhdWQiOlsiaHR0cHM6Ly9rdWJlcm5ldGVzLmRlZmF1bHQuc3ZjLmNsdXN0ZXIubG9jYWwiXSwiZXhwIjoxNzk1ODA2MzU1LCJpYXQiOjE3OTU4MDI3NTUsImlzcyI6Imh0dHBzOi8va3ViZXJuZXRlcy5kZWZhdWx0LnN2Yy5jbHVzdGVyLmxvY2FsIiwianRpIjoiMTQwOTY1NDAtNzM3YS00MjRhLTkzMjQtODhlYjQwYmIwMWZmIiwia3ViZXJuZXRlcy5pbyI6eyJuYW1lc3BhY2UiOiJkZWZhdWx0Iiwic2VydmljZWFjY291bnQiOnsibmFtZSI6ImRlZmF1bHQiLCJ1aWQiOiI4MzFlMTM0Mi1iMmFjLTRiODMtYWQ1ZS1hNWM2MGI1YzNiOWYifX0sIm5iZiI6MTc5NTgwMjc1NSwic3ViIjoic3lzdGVtOnNlcnZpY2VhY2NvdW50OmRlZmF1bHQ6ZGVmYXVsdCJ9";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/jwks")
+        .join(name)
+}
+
+fn key(alg: Algorithm) -> SigningKey {
+    let local = match alg {
+        // A fixture: RSA generation in a debug build of the ring variant takes seconds.
+        Algorithm::RS256 => {
+            let pem = std::fs::read(fixture("rsa-2048.pem")).unwrap();
+            LocalKey::from_pkcs8(&pkcs8_from_pem(&pem).unwrap()).unwrap()
+        }
+        _ => LocalKey::generate(alg, 0).unwrap().0,
+    };
+    SigningKey::new(Arc::new(local))
+}
+
+fn excluded(key: &SigningKey) -> PublishedKey {
+    PublishedKey {
+        exclude_from_oidc_discovery: true,
+        ..PublishedKey::of(key)
+    }
+}
+
+/// `signet serve`'s flags, parsed by the real CLI definition.
+#[derive(clap::Parser)]
+struct ServeFlags {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// signet in this process: the gRPC socket and the HTTP listener, wired as `signet serve`
+/// wires them, from flags parsed by the real CLI.
+struct Signet {
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+    http: SocketAddr,
+    keyring: Arc<KeyRing>,
+    stop: Option<(oneshot::Sender<()>, oneshot::Sender<()>)>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Signet {
+    async fn start(keys: KeySet) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("signet.sock");
+        let refresh_hint = format!("{REFRESH_HINT_SECS}s");
+        let args = ServeFlags::try_parse_from([
+            "signet serve",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--refresh-hint",
+            &refresh_hint,
+            "--http-listen",
+            "127.0.0.1:0",
+            "--issuer",
+            ISSUER,
+        ])
+        .unwrap()
+        .serve;
+        let config = ServeConfig::from_args(&args).unwrap();
+        let keyring = Arc::new(KeyRing::new(keys));
+        let signer = Arc::new(TokenSigner::new(
+            keyring.clone(),
+            config.max_token_expiration,
+            config.refresh_hint,
+        ));
+        let listener =
+            Listener::bind(&config.socket, config.socket_mode, &config.allowed_uids).unwrap();
+        let http = OidcHttpServer::bind(config.oidc_http.as_ref().unwrap(), signer.clone())
+            .await
+            .unwrap();
+        let http_addr = http.local_addr();
+        let (grpc_stop, grpc_stopped) = oneshot::channel::<()>();
+        let (http_stop, http_stopped) = oneshot::channel::<()>();
+        let grace = Duration::from_secs(5);
+        let tasks = vec![
+            tokio::spawn(async move {
+                signet::server::serve(
+                    listener,
+                    ExternalJwtSignerService::new(signer),
+                    grace,
+                    async {
+                        let _ = grpc_stopped.await;
+                    },
+                )
+                .await
+                .unwrap();
+            }),
+            tokio::spawn(http.serve(
+                async {
+                    let _ = http_stopped.await;
+                },
+                grace,
+            )),
+        ];
+        Self {
+            _dir: dir,
+            socket,
+            http: http_addr,
+            keyring,
+            stop: Some((grpc_stop, http_stop)),
+            tasks,
+        }
+    }
+
+    async fn grpc(&self) -> ExternalJwtSignerClient<Channel> {
+        let path = self.socket.clone();
+        let channel =
+            Endpoint::try_from("http://localhost")
+                .unwrap()
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
+                    }
+                }))
+                .await
+                .unwrap();
+        ExternalJwtSignerClient::new(channel)
+    }
+
+    async fn fetch_keys(&self) -> FetchKeysResponse {
+        self.grpc()
+            .await
+            .fetch_keys(FetchKeysRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn sign(&self) -> String {
+        let signed = self
+            .grpc()
+            .await
+            .sign(SignJwtRequest {
+                claims: CLAIMS.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        format!("{}.{CLAIMS}.{}", signed.header, signed.signature)
+    }
+
+    async fn get(&self, path: &str) -> HttpResponse {
+        request(self.http, Method::GET, path).await
+    }
+
+    async fn stop(mut self) {
+        let (grpc, http) = self.stop.take().unwrap();
+        let _ = grpc.send(());
+        let _ = http.send(());
+        for task in self.tasks.drain(..) {
+            task.await.unwrap();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct HttpResponse {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl HttpResponse {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header in {self:?}"))
+            .to_str()
+            .unwrap()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap()
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection, with hyper's client.
+async fn request(addr: SocketAddr, method: Method, path: &str) -> HttpResponse {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    HttpResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+fn jsonwebtoken_alg(alg: Algorithm) -> jsonwebtoken::Algorithm {
+    match alg {
+        Algorithm::RS256 => jsonwebtoken::Algorithm::RS256,
+        Algorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+        Algorithm::ES384 => jsonwebtoken::Algorithm::ES384,
+        Algorithm::ES512 => unreachable!("jsonwebtoken does not verify ES512"),
+    }
+}
+
+/// Verifies `token` as a relying party would: the key named by the header's kid, from the
+/// served JWK Set, with jsonwebtoken.
+fn verify_with_jwks(jwks: &JwkSet, token: &str, alg: Algorithm) -> serde_json::Value {
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    let kid = header.kid.expect("signet's header carries a kid");
+    let jwk = jwks
+        .find(&kid)
+        .unwrap_or_else(|| panic!("kid {kid} is not in the served JWK Set"));
+    let mut validation = Validation::new(jsonwebtoken_alg(alg));
+    // Real apiserver claims: their exp is in the past and their audience is the cluster's.
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    jsonwebtoken::decode::<serde_json::Value>(
+        token,
+        &DecodingKey::from_jwk(jwk).unwrap(),
+        &validation,
+    )
+    .unwrap_or_else(|err| panic!("a {alg} token does not verify with the served JWKS: {err}"))
+    .claims
+}
+
+#[tokio::test]
+async fn served_jwks_matches_fetch_keys_and_verifies_signed_tokens() {
+    for signing_alg in [Algorithm::ES256, Algorithm::RS256, Algorithm::ES384] {
+        let signing = key(signing_alg);
+        let others = [key(Algorithm::ES256), key(Algorithm::ES384)];
+        let published = vec![
+            excluded(&others[1]),
+            PublishedKey::of(&others[0]),
+            PublishedKey::of(&signing),
+        ];
+        let keys = KeySet::new(Some(signing.clone()), published, SystemTime::now()).unwrap();
+        let signet = Signet::start(keys).await;
+
+        let fetched = signet.fetch_keys().await;
+        assert_eq!(fetched.refresh_hint_seconds, REFRESH_HINT_SECS as i64);
+        let response = signet.get("/openid/v1/jwks").await;
+        assert_eq!(response.status, StatusCode::OK);
+        assert_eq!(response.header("content-type"), "application/jwk-set+json");
+        assert_eq!(
+            response.header("cache-control"),
+            format!("public, max-age={}", fetched.refresh_hint_seconds)
+        );
+        let jwks: JwkSet = serde_json::from_slice(&response.body).unwrap();
+
+        // Same kids, same order, excluded ones left out.
+        let fetched_kids: Vec<&str> = fetched
+            .keys
+            .iter()
+            .filter(|key| !key.exclude_from_oidc_discovery)
+            .map(|key| key.key_id.as_str())
+            .collect();
+        let served_kids: Vec<&str> = jwks
+            .keys
+            .iter()
+            .map(|jwk| jwk.common.key_id.as_deref().unwrap())
+            .collect();
+        assert_eq!(served_kids, fetched_kids);
+        assert_eq!(served_kids, [others[0].kid(), signing.kid()]);
+        assert_eq!(
+            fetched.keys.len(),
+            3,
+            "FetchKeys still lists the excluded key"
+        );
+        let json = response.json();
+        for jwk in json["keys"].as_array().unwrap() {
+            assert_eq!(jwk["use"], "sig");
+        }
+
+        let claims = verify_with_jwks(&jwks, &signet.sign().await, signing_alg);
+        assert_eq!(claims["sub"], "system:serviceaccount:default:default");
+
+        let config = signet.get("/.well-known/openid-configuration").await;
+        assert_eq!(config.status, StatusCode::OK);
+        assert_eq!(config.header("content-type"), "application/json");
+        assert_eq!(
+            config.header("cache-control"),
+            format!("public, max-age={REFRESH_HINT_SECS}")
+        );
+        let mut algs = vec!["ES256", signing_alg.as_str()];
+        algs.sort_unstable();
+        algs.dedup();
+        assert_eq!(
+            config.json(),
+            serde_json::json!({
+                "issuer": ISSUER,
+                "jwks_uri": format!("{ISSUER}/openid/v1/jwks"),
+                "response_types_supported": ["id_token"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": algs,
+            })
+        );
+        signet.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn documents_follow_the_keyring_when_keys_change() {
+    let first = key(Algorithm::ES256);
+    let keys = KeySet::new(
+        Some(first.clone()),
+        vec![PublishedKey::of(&first)],
+        SystemTime::now(),
+    )
+    .unwrap();
+    let signet = Signet::start(keys).await;
+    let before: JwkSet = serde_json::from_slice(&signet.get("/openid/v1/jwks").await.body).unwrap();
+    assert_eq!(before.keys.len(), 1);
+
+    // A rotation: a new ES384 key signs, the old one stays published.
+    let second = key(Algorithm::ES384);
+    signet.keyring.publish(
+        KeySet::new(
+            Some(second.clone()),
+            vec![PublishedKey::of(&first), PublishedKey::of(&second)],
+            SystemTime::now(),
+        )
+        .unwrap(),
+    );
+    let after: JwkSet = serde_json::from_slice(&signet.get("/openid/v1/jwks").await.body).unwrap();
+    let kids: Vec<_> = after
+        .keys
+        .iter()
+        .map(|jwk| jwk.common.key_id.clone().unwrap())
+        .collect();
+    assert_eq!(kids, [first.kid(), second.kid()]);
+    let fetched = signet.fetch_keys().await;
+    let fetched_kids: Vec<_> = fetched.keys.iter().map(|key| key.key_id.clone()).collect();
+    assert_eq!(kids, fetched_kids);
+    verify_with_jwks(&after, &signet.sign().await, Algorithm::ES384);
+    let config = signet.get("/.well-known/openid-configuration").await.json();
+    assert_eq!(
+        config["id_token_signing_alg_values_supported"],
+        serde_json::json!(["ES256", "ES384"])
+    );
+    signet.stop().await;
+}
+
+#[tokio::test]
+async fn other_methods_and_paths_are_refused() {
+    let signing = key(Algorithm::ES256);
+    let keys = KeySet::new(
+        Some(signing.clone()),
+        vec![PublishedKey::of(&signing)],
+        SystemTime::now(),
+    )
+    .unwrap();
+    let signet = Signet::start(keys).await;
+
+    let get = signet.get("/openid/v1/jwks").await;
+    let head = request(signet.http, Method::HEAD, "/openid/v1/jwks").await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("content-type"), "application/jwk-set+json");
+    assert_eq!(
+        head.header("content-length"),
+        get.body.len().to_string().as_str()
+    );
+
+    for method in [Method::POST, Method::PUT, Method::DELETE] {
+        for path in [
+            "/openid/v1/jwks",
+            "/.well-known/openid-configuration",
+            "/healthz",
+        ] {
+            let response = request(signet.http, method.clone(), path).await;
+            assert_eq!(
+                response.status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            assert_eq!(response.header("allow"), "GET, HEAD");
+        }
+    }
+    for path in [
+        "/",
+        "/openid/v1/jwks/",
+        "/openid/v1/jwks.json",
+        "/.well-known/openid-configuration/x",
+        "/metrics",
+    ] {
+        assert_eq!(
+            signet.get(path).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    signet.stop().await;
+}
+
+#[tokio::test]
+async fn healthz_signs_with_the_active_key_and_shows_nothing_of_it() {
+    let signing = key(Algorithm::ES256);
+    let keys = KeySet::new(
+        Some(signing.clone()),
+        vec![PublishedKey::of(&signing)],
+        SystemTime::now(),
+    )
+    .unwrap();
+    let signet = Signet::start(keys).await;
+    let health = signet.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.text(), "ok\n");
+    assert_eq!(health.header("cache-control"), "no-store");
+    signet.stop().await;
+
+    // No signing key: unhealthy, with the reason.
+    let keys = KeySet::new(None, vec![PublishedKey::of(&signing)], SystemTime::now()).unwrap();
+    let signet = Signet::start(keys).await;
+    let health = signet.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(health.text(), "no signing key is active\n");
+    signet.stop().await;
+
+    // The kid that signs publishes another key's public half: every token it signs would fail
+    // verification. The health check catches it, and says so by kid only.
+    let impostor = SigningKey::with_kid(
+        signing.kid().to_owned(),
+        Arc::new(LocalKey::generate(Algorithm::ES256, 0).unwrap().0),
+    );
+    let keys = KeySet::new(
+        Some(impostor),
+        vec![PublishedKey::of(&signing)],
+        SystemTime::now(),
+    )
+    .unwrap();
+    let signet = Signet::start(keys).await;
+    let health = signet.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
+    let text = health.text();
+    assert!(text.contains("does not verify"), "{text}");
+    assert!(text.contains(signing.kid()), "{text}");
+    // Nothing token-like: no base64url JSON ("eyJ") and nothing but one short line.
+    assert!(!text.contains("eyJ") && text.lines().count() == 1 && text.len() < 200);
+    signet.stop().await;
+}
+
+#[tokio::test]
+async fn a_set_with_nothing_to_publish_is_unavailable_not_empty() {
+    // Only a verification key excluded from discovery: like the apiserver, serve no documents.
+    let legacy = key(Algorithm::ES256);
+    let keys = KeySet::new(None, vec![excluded(&legacy)], SystemTime::now()).unwrap();
+    let signet = Signet::start(keys).await;
+    for path in ["/openid/v1/jwks", "/.well-known/openid-configuration"] {
+        let response = signet.get(path).await;
+        assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(response.header("cache-control"), "no-store");
+        assert!(response.text().contains("no key is published"), "{path}");
+    }
+    signet.stop().await;
+}
+
+// --- the binary -----------------------------------------------------------------------------
+
+fn signet_binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_signet"));
+    command
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs `signet serve` with `args` (and a socket in `dir`) and waits for it to exit.
+fn serve_exits(dir: &Path, args: &[&str]) -> (i32, String) {
+    let socket = dir.join("s.sock");
+    let output = signet_binary()
+        .args(["serve", "--socket", socket.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().expect("exited, not killed"),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn flag_mistakes_exit_64_with_a_message_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--http-listen", "127.0.0.1:0"], "--issuer"),
+        (
+            &[
+                "--http-listen",
+                "127.0.0.1:0",
+                "--issuer",
+                "http://issuer.example",
+            ],
+            "https",
+        ),
+        (
+            &[
+                "--http-listen",
+                "127.0.0.1:0",
+                "--issuer",
+                "https://issuer.example/?a=b",
+            ],
+            "query",
+        ),
+        (
+            &[
+                "--http-listen",
+                "127.0.0.1:0",
+                "--issuer",
+                "https://issuer.example/#frag",
+            ],
+            "fragment",
+        ),
+        (
+            &["--http-listen", "127.0.0.1:0", "--issuer", "issuer.example"],
+            "--issuer",
+        ),
+        (
+            &[
+                "--http-listen",
+                "127.0.0.1:0",
+                "--issuer",
+                "https://issuer.example",
+                "--jwks-uri",
+                "http://issuer.example/jwks",
+            ],
+            "--jwks-uri",
+        ),
+        (&["--issuer", "https://issuer.example"], "--http-listen"),
+        (&["--http-listen", "localhost"], "--http-listen"),
+    ];
+    for (args, expected) in cases {
+        let (code, stderr) = serve_exits(dir.path(), args);
+        assert_eq!(code, 64, "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(
+            !dir.path().join("s.sock").exists(),
+            "bound before checking flags"
+        );
+    }
+}
+
+#[test]
+fn a_taken_http_port_is_a_clear_error_and_leaves_no_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = serve_exits(
+        dir.path(),
+        &["--http-listen", &addr, "--issuer", "https://issuer.example"],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains(&format!("cannot listen for HTTP on {addr}")),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("s.sock").exists());
+}
+
+/// Kills the child if a test fails before it exits.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_binary_serves_http_beside_grpc_and_stops_both_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("s.sock");
+    let mut child = Running(
+        signet_binary()
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--socket",
+                socket.to_str().unwrap(),
+                "--http-listen",
+                "127.0.0.1:0",
+                "--issuer",
+                ISSUER,
+                "--refresh-hint",
+                "30s",
+            ])
+            .spawn()
+            .unwrap(),
+    );
+    // The bound address comes from the log line that announces the listener.
+    let stderr = child.0.stderr.take().unwrap();
+    let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
+    let log_reader = std::thread::spawn(move || {
+        let mut addr_tx = Some(addr_tx);
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
+                if let Some(addr) = json["addr"].as_str() {
+                    if let Some(tx) = addr_tx.take() {
+                        let _ = tx.send(addr.parse().unwrap());
+                    }
+                }
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(30), addr_rx)
+        .await
+        .expect("signet announced its HTTP address")
+        .unwrap();
+
+    let jwks = request(addr, Method::GET, "/openid/v1/jwks").await;
+    assert_eq!(jwks.status, StatusCode::OK);
+    assert_eq!(jwks.header("cache-control"), "public, max-age=30");
+    assert_eq!(request(addr, Method::GET, "/healthz").await.text(), "ok\n");
+    assert!(socket.exists());
+
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child.0),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "signet did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "HTTP still accepts after exit"
+    );
+    assert!(!socket.exists());
+    let log = log_reader.join().unwrap().join("\n");
+    assert!(!log.contains("eyJ"), "a token-like string reached the log");
+}

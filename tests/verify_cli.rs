@@ -1,0 +1,356 @@
+//! `signet verify` end to end: the binary fetches keys over a real Unix socket from a signer
+//! served in this process and checks tokens signed through Sign, by keys outside the set, by
+//! an independent signer (jsonwebtoken), tampered, expired, for the wrong audience.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use tokio::sync::oneshot;
+
+use signet::api::ExternalJwtSignerService;
+use signet::keyring::{KeyRing, KeySet, PublishedKey};
+use signet::keys::{pkcs8_from_pem, Algorithm, LocalKey, SigningKey};
+use signet::server::{Listener, SocketAddress};
+use signet::signer::TokenSigner;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/jwks")
+        .join(name)
+}
+
+fn generated(alg: Algorithm) -> SigningKey {
+    SigningKey::new(Arc::new(LocalKey::generate(alg, 0).unwrap().0))
+}
+
+fn rsa_fixture() -> SigningKey {
+    let pem = std::fs::read(fixture("rsa-2048.pem")).unwrap();
+    SigningKey::new(Arc::new(
+        LocalKey::from_pkcs8(&pkcs8_from_pem(&pem).unwrap()).unwrap(),
+    ))
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Service-account-shaped claims valid from `iat` for `lifetime` seconds.
+fn claims(iat: i64, lifetime: i64) -> serde_json::Value {
+    serde_json::json!({
+        "aud": ["https://kubernetes.default.svc.cluster.local"],
+        "exp": iat + lifetime,
+        "iat": iat,
+        "iss": "https://kubernetes.default.svc.cluster.local",
+        "nbf": iat,
+        "sub": "system:serviceaccount:default:verify-test",
+    })
+}
+
+fn encode(claims: &serde_json::Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap())
+}
+
+/// A token signed directly with `key` (for keys the server does not sign with).
+fn signed_by(key: &SigningKey, claims: &serde_json::Value) -> String {
+    let payload = encode(claims);
+    let signed = signet::jws::sign(key, &payload).unwrap();
+    format!("{}.{payload}.{}", signed.header, signed.signature)
+}
+
+struct Signer {
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Signer {
+    fn start(keys: KeySet) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("signet.sock");
+        let signer = Arc::new(TokenSigner::new(
+            Arc::new(KeyRing::new(keys)),
+            Duration::from_secs(86_400),
+            Duration::from_secs(60),
+        ));
+        let address = SocketAddress::parse(socket.to_str().unwrap()).unwrap();
+        let listener = Listener::bind(&address, 0o600, &[]).unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            signet::server::serve(
+                listener,
+                ExternalJwtSignerService::new(signer),
+                Duration::from_secs(5),
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+            .unwrap();
+        });
+        Self {
+            dir,
+            socket,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Runs `signet verify --socket <this signer> ARGS` (with `stdin` on standard input).
+    async fn verify(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_signet"));
+        command
+            .args(["verify", "--socket", self.socket.to_str().unwrap()])
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let stdin = stdin.map(str::to_owned);
+        // The signer answers on this runtime: run the child off it.
+        let output: Output = tokio::task::spawn_blocking(move || {
+            let mut child = command.spawn().unwrap();
+            if let Some(input) = stdin {
+                use std::io::Write as _;
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(input.as_bytes())
+                    .unwrap();
+            }
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap();
+        (
+            output.status.code().expect("exited, not killed"),
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap();
+    }
+}
+
+/// Neither output may repeat the token's signature (its header and payload are printed as
+/// parsed claims at most).
+fn assert_no_signature(token: &str, outputs: &[&str]) {
+    let signature = token.rsplit('.').next().unwrap();
+    for output in outputs {
+        assert!(!output.contains(signature), "the signature was printed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verifies_signet_tokens_and_refuses_bad_ones() {
+    let active = generated(Algorithm::ES256);
+    let legacy = rsa_fixture();
+    let outsider = generated(Algorithm::ES256);
+    let published = vec![
+        PublishedKey::of(&active),
+        PublishedKey {
+            exclude_from_oidc_discovery: true,
+            ..PublishedKey::of(&legacy)
+        },
+    ];
+    let signer =
+        Signer::start(KeySet::new(Some(active.clone()), published, SystemTime::now()).unwrap());
+    let valid = claims(now(), 3600);
+
+    // A token signed by the active key, passed inline.
+    let token = signed_by(&active, &valid);
+    let (code, stdout, stderr) = signer.verify(&["--token", &token], None).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!("kid: {}", active.kid())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("alg: ES256"), "{stdout}");
+    assert!(
+        stdout.contains("system:serviceaccount:default:verify-test"),
+        "{stdout}"
+    );
+    assert_no_signature(&token, &[&stdout, &stderr]);
+
+    // From a file (with a trailing newline) and from standard input.
+    let file = signer.dir.path().join("token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let (code, _, stderr) = signer
+        .verify(&["--token-file", file.to_str().unwrap()], None)
+        .await;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = signer.verify(&["--token-file", "-"], Some(&token)).await;
+    assert_eq!(code, 0, "{stderr}");
+
+    // The expected audience and issuer, when asked for.
+    let (code, _, stderr) = signer
+        .verify(
+            &[
+                "--token",
+                &token,
+                "--audience",
+                "https://kubernetes.default.svc.cluster.local",
+                "--issuer",
+                "https://kubernetes.default.svc.cluster.local",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = signer
+        .verify(&["--token", &token, "--audience", "vault"], None)
+        .await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("aud names none"), "{stderr}");
+
+    // An excluded (verify-only) key still verifies, as in kube-apiserver, and is named so.
+    let legacy_token = signed_by(&legacy, &valid);
+    let (code, stdout, stderr) = signer.verify(&["--token", &legacy_token], None).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("alg: RS256"), "{stdout}");
+    assert!(stdout.contains("excluded from OIDC discovery"), "{stdout}");
+
+    // A key the signer does not publish.
+    let foreign = signed_by(&outsider, &valid);
+    let (code, _, stderr) = signer.verify(&["--token", &foreign], None).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("is not among the keys"), "{stderr}");
+
+    // Same kid, another key's signature: the signature does not match.
+    let forged = format!(
+        "{}.{}",
+        token.rsplit_once('.').unwrap().0,
+        foreign.rsplit('.').next().unwrap()
+    );
+    let (code, _, stderr) = signer.verify(&["--token", &forged], None).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("signature does not match"), "{stderr}");
+    assert_no_signature(&forged, &[&stderr]);
+
+    // Expired: refused, unless asked to look anyway.
+    let expired = signed_by(&active, &claims(now() - 7200, 3600));
+    let (code, _, stderr) = signer.verify(&["--token", &expired], None).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("expired"), "{stderr}");
+    let (code, _, stderr) = signer
+        .verify(&["--token", &expired, "--allow-expired"], None)
+        .await;
+    assert_eq!(code, 0, "{stderr}");
+
+    // Not a JWS at all.
+    let (code, _, stderr) = signer.verify(&["--token", "not-a-token"], None).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("not a compact JWS"), "{stderr}");
+    assert!(!stderr.contains("not-a-token"), "{stderr}");
+
+    signer.stop().await;
+}
+
+/// A token signed by an independent implementation (jsonwebtoken) with a key whose public half
+/// signet publishes — the `sa.key` migration case — verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verifies_a_token_signed_by_an_independent_signer() {
+    let key = rsa_fixture();
+    let signer = Signer::start(
+        KeySet::new(
+            Some(key.clone()),
+            vec![PublishedKey::of(&key)],
+            SystemTime::now(),
+        )
+        .unwrap(),
+    );
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(key.kid().to_owned());
+    let pem = std::fs::read(fixture("rsa-2048.pem")).unwrap();
+    let token = jsonwebtoken::encode(
+        &header,
+        &claims(now(), 600),
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = signer.verify(&["--token", &token], None).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("alg: RS256"), "{stdout}");
+    signer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cannot_check_is_exit_2_and_says_why() {
+    let key = generated(Algorithm::ES256);
+    let signer = Signer::start(
+        KeySet::new(
+            Some(key.clone()),
+            vec![PublishedKey::of(&key)],
+            SystemTime::now(),
+        )
+        .unwrap(),
+    );
+    let token = signed_by(&key, &claims(now(), 600));
+
+    // No signer behind the socket.
+    let missing = signer.dir.path().join("nobody.sock");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_signet"))
+            .args([
+                "verify",
+                "--socket",
+                missing.to_str().unwrap(),
+                "--token",
+                &token,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot reach the signer"), "{stderr}");
+
+    // An unreadable token file.
+    let (code, _, stderr) = signer
+        .verify(&["--token-file", "/nonexistent/token"], None)
+        .await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent/token"), "{stderr}");
+
+    // Neither --token nor --token-file: a usage error.
+    let (code, _, _) = signer.verify(&[], None).await;
+    assert_eq!(code, 64);
+    signer.stop().await;
+}
+
+/// jsonwebtoken has no ES512: the verifier says so instead of calling the token invalid.
+#[cfg(feature = "aws-lc-rs")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es512_is_reported_as_not_checkable() {
+    let key = generated(Algorithm::ES512);
+    let signer = Signer::start(
+        KeySet::new(
+            Some(key.clone()),
+            vec![PublishedKey::of(&key)],
+            SystemTime::now(),
+        )
+        .unwrap(),
+    );
+    let token = signed_by(&key, &claims(now(), 600));
+    let (code, _, stderr) = signer.verify(&["--token", &token], None).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("ES512"), "{stderr}");
+    signer.stop().await;
+}
