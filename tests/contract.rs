@@ -224,7 +224,7 @@ async fn check_contract(key_files: &[&str], signing_alg: &str) {
         // Stable while the keys do not change: across calls and across both API versions.
         let again = clients.fetch_keys(api).await.expect("FetchKeys again");
         assert_eq!(again, keys, "FetchKeys changed while the keys did not");
-        let first = first_timestamp.get_or_insert_with(|| keys.data_timestamp);
+        let first = first_timestamp.get_or_insert(keys.data_timestamp);
         assert_eq!(*first, keys.data_timestamp);
 
         let verifier = IndependentVerifier::from_fetch_keys(&keys, RECORDED_ISSUER, &audiences)
