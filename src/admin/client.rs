@@ -34,8 +34,18 @@ pub enum ClientError {
         source: tonic::transport::Error,
     },
     /// The server refused or failed the call; its message is shown as is.
-    #[error("{}", .0.message())]
+    #[error("{}", call_message(.0))]
     Call(#[from] Status),
+}
+
+/// The server's own message; a bare code when it sent none (e.g. an older server that lacks
+/// the call answers UNIMPLEMENTED without text).
+fn call_message(status: &Status) -> String {
+    if status.message().is_empty() {
+        format!("the admin API answered {:?}", status.code())
+    } else {
+        status.message().to_owned()
+    }
 }
 
 /// A connected `KeyAdmin` client.
