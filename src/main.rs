@@ -46,13 +46,10 @@ fn keys(command: KeysCommand) -> ExitCode {
         }
         KeysCommand::Import(args) if args.key_dir.is_some() => {
             let dir = args.key_dir.expect("checked above");
-            let pem = match std::fs::read(&args.file) {
-                Ok(pem) => zeroize::Zeroizing::new(pem),
+            let pem = match signet::backend::read_private_key_file(&args.file) {
+                Ok(pem) => pem,
                 Err(err) => {
-                    eprintln!(
-                        "signet: error: cannot read key file {}: {err}",
-                        args.file.display()
-                    );
+                    eprintln!("signet: error: {err}");
                     return ExitCode::FAILURE;
                 }
             };

@@ -246,7 +246,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let server = AdminServer::start();
     let active = server.kid_in_state("active");
     let before = server.fetch_keys().await;
-    let key = |name: &str| common::key_path(name).to_str().unwrap().to_owned();
+    let key = |name: &str| path_str(&server.private_key_copy(name)).to_owned();
 
     // Unknown kid.
     server
@@ -273,7 +273,13 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let missing = server.dir.path().join("missing.key");
     server
         .keys(&["import", "--file", path_str(&missing)])
-        .refused(1, "cannot read key file");
+        .refused(1, &missing.display().to_string());
+    // A key file other users can read: maybe already leaked; refused with the fix.
+    let readable = server.private_key_copy("test-ec256-pkcs8.pem");
+    std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    server
+        .keys(&["import", "--file", path_str(&readable)])
+        .refused(1, &format!("chmod 0600 {}", readable.display()));
     // Promote with nothing prepared.
     server
         .keys(&["promote", "--force"])
@@ -300,7 +306,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
 #[tokio::test]
 async fn import_prepares_the_key_under_the_in_tree_kid() {
     let server = AdminServer::start();
-    let fixture = common::key_path("test-ec256-sec1.pem");
+    let fixture = server.private_key_copy("test-ec256-sec1.pem");
     let kid = common::expected_kid(&common::fixture_public_key_der(&fixture));
 
     let imported = server.keys(&["import", "--file", fixture.to_str().unwrap()]);
@@ -335,7 +341,7 @@ async fn import_prepares_the_key_under_the_in_tree_kid() {
 async fn export_jwks_prints_the_published_keys_to_stdout_or_a_file() {
     let server = AdminServer::start();
     // An RSA key beside the EC one (imported: generating RSA is slow on the ring build).
-    let rsa = common::key_path("test-rsa2048-pkcs1.pem");
+    let rsa = server.private_key_copy("test-rsa2048-pkcs1.pem");
     server
         .keys(&["import", "--file", rsa.to_str().unwrap()])
         .ok();
@@ -409,7 +415,7 @@ fn sigterm_stops_both_servers_and_removes_both_sockets() {
 #[tokio::test]
 async fn admin_calls_are_logged_with_the_caller_uid_and_never_the_key() {
     let server = AdminServer::start();
-    let fixture = common::key_path("test-rsa2048-pkcs1.pem");
+    let fixture = server.private_key_copy("test-rsa2048-pkcs1.pem");
     let kid = common::expected_kid(&common::fixture_public_key_der(&fixture));
     server
         .keys(&[

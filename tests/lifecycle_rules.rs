@@ -474,7 +474,7 @@ async fn a_verify_only_import_is_published_never_signs_and_is_removed_only_by_fo
 
     let err = f.lifecycle.remove(&record.kid, false).await.unwrap_err();
     assert!(
-        matches!(err, LifecycleError::VerifyOnlyKeyNeedsForce(_)),
+        matches!(err, LifecycleError::ImportedKeyNeedsForce(_)),
         "{err}"
     );
     f.lifecycle.remove(&record.kid, true).await.unwrap();
@@ -505,7 +505,8 @@ async fn an_imported_key_becomes_next_under_the_in_tree_kid() {
     f.clock.advance(LEAD);
     f.lifecycle.promote(false).await.unwrap();
     assert_eq!(f.signing_kid(), record.kid);
-    // An imported key may have signed elsewhere: once retired it keeps the full retention.
+    // An imported key may have signed elsewhere before: once retired, it is never removed
+    // automatically and removing it takes --force.
     f.lifecycle.rotate(None, true).await.unwrap();
     let retired = f
         .lifecycle
@@ -514,9 +515,14 @@ async fn an_imported_key_becomes_next_under_the_in_tree_kid() {
         .into_iter()
         .find(|r| r.kid == record.kid)
         .unwrap();
-    assert_eq!(
-        retired.removal_due,
-        Some(retired.retired_at.unwrap() + MAX_EXP + REFRESH)
+    assert_eq!(retired.state, KeyState::Retired);
+    assert_eq!(retired.removal_due, None);
+    f.lifecycle.tick(t0() + PERIOD * 12).await.unwrap();
+    assert!(f.published().contains(&record.kid));
+    let err = f.lifecycle.remove(&record.kid, false).await.unwrap_err();
+    assert!(
+        matches!(err, LifecycleError::ImportedKeyNeedsForce(_)),
+        "{err}"
     );
 }
 
@@ -583,8 +589,16 @@ async fn every_change_is_persisted_before_it_returns() {
     let before = lifecycle.list().await;
     drop(lifecycle);
 
+    // The next key was prepared while nothing served it: it was not visible to anyone, so its
+    // lead counts from when this process started publishing.
+    clock.advance(Duration::from_secs(3600));
     let lifecycle = open(false);
     assert_eq!(lifecycle.list().await, before);
+    let err = lifecycle.promote(false).await.unwrap_err();
+    assert!(
+        matches!(err, LifecycleError::NextKeyNotReady { ready_at, .. } if ready_at == t0() + Duration::from_secs(3600) + LEAD),
+        "{err}"
+    );
     clock.advance(LEAD);
     lifecycle.promote(false).await.unwrap();
     let before = lifecycle.list().await;

@@ -30,10 +30,12 @@ fn spki_pem(der: &[u8]) -> String {
 
 #[tokio::test]
 async fn a_token_signed_with_sa_key_verifies_after_import_under_the_same_kid() {
-    let sa_key = common::key_path("test-rsa2048-pkcs1.pem");
-    let sa_key_pem = std::fs::read(&sa_key).expect("read sa.key");
+    let sa_key_pem =
+        std::fs::read(common::key_path("test-rsa2048-pkcs1.pem")).expect("read sa.key");
     // kube-apiserver's kid for its own key: base64url(SHA-256(PKIX DER)).
-    let kid = common::expected_kid(&common::fixture_public_key_der(&sa_key));
+    let kid = common::expected_kid(&common::fixture_public_key_der(&common::key_path(
+        "test-rsa2048-pkcs1.pem",
+    )));
 
     // Before the switch: the "apiserver" signs real claims with sa.key.
     let recorded = &common::recorded_claims()[0];
@@ -50,6 +52,8 @@ async fn a_token_signed_with_sa_key_verifies_after_import_under_the_same_kid() {
 
     // The switch: signet runs with its own key, then imports sa.key for verification.
     let server = AdminServer::start();
+    // kube-apiserver's sa.key, mode 0600 as kubeadm writes it.
+    let sa_key = server.private_key_copy("test-rsa2048-pkcs1.pem");
     assert!(!published_kids(&server.fetch_keys().await).contains(&kid));
     let imported = server.keys(&[
         "import",

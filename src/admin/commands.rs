@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::v1;
 use super::{render_keys, render_status, AdminClient, ClientError};
+use crate::backend::{read_private_key_file, StoreError};
 use crate::cli::KeysCommand;
 
 /// Why a `signet keys` command failed.
@@ -19,8 +20,10 @@ pub enum CommandError {
     Usage(String),
     #[error(transparent)]
     Client(#[from] ClientError),
-    #[error("cannot read key file {}: {source}", .path.display())]
-    ReadKeyFile { path: PathBuf, source: io::Error },
+    /// The key file to import cannot be read, or others can read it (names the file and the
+    /// fix).
+    #[error(transparent)]
+    KeyFile(#[from] StoreError),
     #[error("cannot write {}: {source}", .path.display())]
     WriteOutput { path: PathBuf, source: io::Error },
 }
@@ -110,15 +113,13 @@ pub async fn run(command: &KeysCommand) -> Result<(), CommandError> {
             print(&format!("key {} removed\n", args.kid))
         }
         KeysCommand::Import(args) => {
-            let pem = std::fs::read(&args.file).map_err(|source| CommandError::ReadKeyFile {
-                path: args.file.clone(),
-                source,
-            })?;
+            // The same checks as an offline import: a key others can read is refused.
+            let pem = read_private_key_file(&args.file)?;
             let mut client = AdminClient::connect(&args.target.admin_socket).await?;
-            // The key moves into the request (no copy); this short-lived process is its only
-            // other holder. Nothing here prints or logs it.
+            // The request needs its own copy; the file's bytes are wiped when `pem` drops.
+            // Nothing here prints or logs either.
             let request = v1::ImportRequest {
-                pem,
+                pem: pem.to_vec(),
                 verify_only: args.verify_only,
             };
             let key = client.rpc().import(request).await?.into_inner().key;

@@ -19,7 +19,7 @@ fn code_for(err: &LifecycleError) -> Code {
         | LifecycleError::NextKeyNotReady { .. }
         | LifecycleError::NextKeyAlreadyPrepared(_)
         | LifecycleError::StillVerifiesLiveTokens { .. }
-        | LifecycleError::VerifyOnlyKeyNeedsForce(_)
+        | LifecycleError::ImportedKeyNeedsForce(_)
         | LifecycleError::ActiveKeyCannotBeRemoved(_)
         | LifecycleError::CannotRetireActive(_)
         | LifecycleError::AlreadyRetired(_)

@@ -7,7 +7,9 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::fs::{check_private_mode, io_error, read_private, remove_durably, write_atomic};
+use super::fs::{
+    check_private_mode, io_error, read_private, remove_durably, write_atomic, TEMP_SUFFIX,
+};
 use super::{pkcs8_to_pem, KeyBackend, StoreError};
 use crate::keys::{self, Algorithm, LocalKey, SigningKey};
 
@@ -51,6 +53,7 @@ impl DirectoryBackend {
         check_private_mode(&dir, 0o700)?;
         let lock = lock(&dir)?;
         let backend = Self { dir, _lock: lock };
+        backend.remove_stale_temp_files()?;
         for kid in backend.kids()? {
             check_private_mode(&backend.key_path(&kid)?, 0o600)?;
         }
@@ -91,6 +94,24 @@ impl DirectoryBackend {
             }
         }
         Self::open(dir)
+    }
+
+    /// Temp files are left by a process that died between creating and renaming one. With the
+    /// lock held no other writer exists, so every temp file is stale; none is named by the
+    /// state (a file is named only after its rename), so removing them loses nothing.
+    fn remove_stale_temp_files(&self) -> Result<(), StoreError> {
+        let entries = fs::read_dir(&self.dir).map_err(io_error("read directory", &self.dir))?;
+        for entry in entries {
+            let entry = entry.map_err(io_error("read directory", &self.dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') && name.ends_with(TEMP_SUFFIX) {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(io_error("remove stale temp file", &path))?;
+                tracing::info!(file = %path.display(), "removed a stale temp file left by an interrupted write");
+            }
+        }
+        Ok(())
     }
 
     /// The store directory.

@@ -38,6 +38,13 @@ pub use memory::MemoryBackend;
 
 pub(crate) use fs::{check_private_mode, write_atomic};
 
+/// Reads a private key file given by an operator (e.g. `sa.key` to import), refusing one that
+/// group or other users can read: such a key may already be compromised, and importing it
+/// would hide that.
+pub fn read_private_key_file(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    fs::read_private(path)
+}
+
 /// Stores keys and signs with them. Blocking; object-safe so backends are chosen at run time
 /// (`Arc<dyn KeyBackend>`).
 pub trait KeyBackend: Send + Sync + fmt::Debug {

@@ -73,9 +73,9 @@ pub struct KeyRecord {
     pub activated_at: Option<SystemTime>,
     pub retired_at: Option<SystemTime>,
     /// When a retired key may be removed: `retired_at + max_token_expiration + refresh_hint`
-    /// for a key that signed; `retired_at` for a generated key that never signed; `None` for
-    /// verify-only imports (their tokens were issued elsewhere: only an operator may remove
-    /// them, with `--force`) and for keys not retired.
+    /// for a generated key that signed; `retired_at` for a generated key that never signed;
+    /// `None` for imported keys (tokens they signed before the import were issued elsewhere:
+    /// only an operator may remove them, with `--force`) and for keys not retired.
     pub removal_due: Option<SystemTime>,
     /// Imported with `--verify-only`: published, never signs.
     pub verify_only: bool,
@@ -133,8 +133,8 @@ pub enum LifecycleError {
         kid: String,
         removal_due: SystemTime,
     },
-    #[error("key {0} was imported for verification only: tokens it signed were issued outside signet and their lifetime is unknown; remove it with --force once none is in use")]
-    VerifyOnlyKeyNeedsForce(String),
+    #[error("key {0} was imported: tokens it signed before the import were issued outside signet and their lifetime is unknown; remove it with --force once none is in use")]
+    ImportedKeyNeedsForce(String),
     #[error("key {0} is the active key and cannot be removed; promote a next key first")]
     ActiveKeyCannotBeRemoved(String),
     #[error("key {0} is the active key and cannot be retired; promote a next key first")]
@@ -189,6 +189,9 @@ pub struct KeyLifecycle {
     keyring: Arc<KeyRing>,
     entries: tokio::sync::Mutex<Vec<Entry>>,
     last_error: StdMutex<Option<String>>,
+    /// When this process started publishing. A next key prepared while no server ran (offline
+    /// `signet keys rotate`) was not visible to anyone before: its lead counts from here.
+    serving_since: SystemTime,
 }
 
 impl KeyLifecycle {
@@ -317,8 +320,10 @@ impl KeyLifecycle {
         clock: Arc<dyn Clock>,
         entries: Vec<Entry>,
     ) -> Result<Self, LifecycleError> {
-        let keyring = Arc::new(KeyRing::new(key_set(&entries, clock.now())?));
+        let serving_since = clock.now();
+        let keyring = Arc::new(KeyRing::new(key_set(&entries, serving_since)?));
         Ok(Self {
+            serving_since,
             backend,
             store,
             policy,
@@ -515,7 +520,7 @@ impl KeyLifecycle {
                     let record = self.rotate_locked(&mut entries, None, now).await?;
                     tracing::info!(kid = %record.kid, due = %rfc3339(due), "automatic rotation: next key prepared");
                 }
-                Some(next) if now >= due && now >= next.stored.published_at + lead => {
+                Some(next) if now >= due && now >= self.ready_at(&next.stored) => {
                     let record = self.promote_locked(&mut entries, false, now).await?;
                     tracing::info!(kid = %record.kid, "automatic rotation: next key promoted");
                 }
@@ -593,7 +598,7 @@ impl KeyLifecycle {
             .iter()
             .position(|e| e.stored.state == KeyState::Next)
             .ok_or(LifecycleError::NoNextKey)?;
-        let ready_at = entries[next_index].stored.published_at + self.policy.publish_lead;
+        let ready_at = self.ready_at(&entries[next_index].stored);
         if !force && now < ready_at {
             return Err(LifecycleError::NextKeyNotReady {
                 kid: entries[next_index].stored.kid.clone(),
@@ -638,8 +643,8 @@ impl KeyLifecycle {
             KeyState::Retired => {}
         }
         if !force {
-            if stored.verify_only {
-                return Err(LifecycleError::VerifyOnlyKeyNeedsForce(kid.to_owned()));
+            if stored.origin == KeyOrigin::Imported {
+                return Err(LifecycleError::ImportedKeyNeedsForce(kid.to_owned()));
             }
             if let Some(removal_due) = self.removal_due(stored) {
                 if now < removal_due {
@@ -689,13 +694,21 @@ impl KeyLifecycle {
         Ok(())
     }
 
+    /// When a next key has been visible in FetchKeys for the publish lead.
+    fn ready_at(&self, stored: &StoredKey) -> SystemTime {
+        stored.published_at.max(self.serving_since) + self.policy.publish_lead
+    }
+
+    /// When a retired key may go. Imported keys have none: they may have signed tokens
+    /// before the import (kube-apiserver's `sa.key` signed tokens of up to a year, legacy
+    /// Secret tokens never expire) and signet cannot know when the last one expires.
     fn removal_due(&self, stored: &StoredKey) -> Option<SystemTime> {
-        if stored.state != KeyState::Retired || stored.verify_only {
+        if stored.state != KeyState::Retired || stored.origin == KeyOrigin::Imported {
             return None;
         }
         let retired_at = stored.retired_at?;
-        if stored.origin == KeyOrigin::Generated && stored.activated_at.is_none() {
-            return Some(retired_at); // never signed anything
+        if stored.activated_at.is_none() {
+            return Some(retired_at); // generated, never signed anything
         }
         Some(retired_at + self.policy.retention())
     }

@@ -55,7 +55,8 @@ pub fn import(dir: &Path, pem: &[u8], opts: ImportOptions) -> Result<KeyRecord, 
     run(async move { lifecycle.import(pem, opts).await })
 }
 
-fn open(dir: &Path, rsa_bits: usize) -> Result<KeyLifecycle, LifecycleError> {
+/// Opens the store in `dir` for an offline command (blocking; takes the store's lock).
+pub fn open(dir: &Path, rsa_bits: usize) -> Result<KeyLifecycle, LifecycleError> {
     let backend = Arc::new(DirectoryBackend::open(dir)?);
     let store = Arc::new(FileStateStore::new(dir));
     KeyLifecycle::open(

@@ -78,3 +78,39 @@ impl RotationPolicy {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn defaults_follow_the_wire_numbers() {
+        let policy = RotationPolicy::new(MINUTE, Duration::from_secs(24 * 3600));
+        assert_eq!(policy.publish_lead, 2 * MINUTE);
+        assert_eq!(policy.retention(), Duration::from_secs(24 * 3600 + 60));
+        assert_eq!(policy.rotation_period, Some(DEFAULT_ROTATION_PERIOD));
+        assert_eq!(policy.tick_interval(), Duration::from_secs(30));
+        assert!(policy.check().is_ok());
+    }
+
+    #[test]
+    fn a_lead_shorter_than_the_refresh_hint_or_a_period_within_the_lead_is_refused() {
+        let mut policy = RotationPolicy::new(MINUTE, Duration::from_secs(600));
+        policy.publish_lead = Duration::from_secs(30);
+        assert!(policy.check().unwrap_err().contains("--publish-lead"));
+        policy.publish_lead = 2 * MINUTE;
+        policy.rotation_period = Some(2 * MINUTE);
+        assert!(policy.check().unwrap_err().contains("--rotation-period"));
+        policy.rotation_period = None;
+        assert!(policy.check().is_ok());
+    }
+
+    #[test]
+    fn the_tick_interval_is_at_least_a_second() {
+        let mut policy = RotationPolicy::new(Duration::from_secs(1), Duration::from_secs(600));
+        policy.publish_lead = Duration::from_secs(1);
+        assert_eq!(policy.tick_interval(), Duration::from_secs(1));
+    }
+}

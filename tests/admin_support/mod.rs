@@ -167,6 +167,17 @@ impl AdminServer {
         matching[0]["kid"].as_str().unwrap().to_owned()
     }
 
+    /// A copy of the fixture key `keys/<name>` in this server's temporary directory, mode
+    /// 0600 as an operator keeps a private key (import refuses one others can read).
+    pub fn private_key_copy(&self, name: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let copy = self.dir.path().join(name);
+        std::fs::copy(common::key_path(name), &copy).expect("copy the fixture key");
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod 0600");
+        copy
+    }
+
     /// FetchKeys over the apiserver socket, with a real tonic client.
     pub async fn fetch_keys(&self) -> FetchKeysResponse {
         common::connect_path(&self.api_socket)

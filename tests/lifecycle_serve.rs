@@ -1,0 +1,351 @@
+//! `signet serve --key-dir` as a real process: keys survive a restart, automatic rotation runs
+//! in the background (a key is published before it signs), the store is locked against
+//! offline commands while served, and a bad store is refused at start with exit 64.
+
+use std::io::Read as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint};
+
+use signet::api::v1::external_jwt_signer_client::ExternalJwtSignerClient;
+use signet::api::v1::{FetchKeysRequest, SignJwtRequest};
+
+/// The binary under test, copied once: a shared cargo target directory may be rebuilt (by
+/// another checkout) while this test runs.
+fn signet_binary() -> &'static Path {
+    static COPY: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    let (_, path) = COPY.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signet");
+        std::fs::copy(env!("CARGO_BIN_EXE_signet"), &path).unwrap();
+        (dir, path)
+    });
+    path
+}
+
+fn signet(args: &[&str]) -> Command {
+    let mut command = Command::new(signet_binary());
+    command.args(args).stdin(Stdio::null());
+    command
+}
+
+fn init_store(root: &Path) -> String {
+    let store = root.join("keys");
+    let store = store.to_str().unwrap().to_owned();
+    let output = signet(&["keys", "init", "--key-dir", &store])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    store
+}
+
+struct Served {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Served {
+    fn start(root: &Path, store: &str, extra: &[&str]) -> Self {
+        let socket = root.join("signet.sock");
+        // A client connection may outlive its handle briefly; do not wait long to drain it.
+        let mut args = vec![
+            "serve",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--key-dir",
+            store,
+            "--shutdown-grace",
+            "1s",
+        ];
+        args.extend_from_slice(extra);
+        let child = signet(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Self { child, socket }
+    }
+
+    /// Connects once the socket accepts (bounded), failing with the server's stderr if it
+    /// exits first.
+    async fn client(&mut self) -> ExternalJwtSignerClient<Channel> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if UnixStream::connect(&self.socket).await.is_ok() {
+                break;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr)
+                    .unwrap();
+                panic!("signet serve exited with {status}: {stderr}");
+            }
+            assert!(Instant::now() < deadline, "socket never accepted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let path = self.socket.clone();
+        let channel = Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move { UnixStream::connect(path).await.map(TokioIo::new) }
+            }))
+            .await
+            .unwrap();
+        ExternalJwtSignerClient::new(channel)
+    }
+
+    fn stop(mut self) {
+        use rustix::process::{kill_process, Pid, Signal};
+        kill_process(Pid::from_child(&self.child), Signal::TERM).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
+async fn published(client: &mut ExternalJwtSignerClient<Channel>) -> Vec<String> {
+    client
+        .fetch_keys(FetchKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys
+        .into_iter()
+        .map(|k| k.key_id)
+        .collect()
+}
+
+async fn signing_kid(client: &mut ExternalJwtSignerClient<Channel>) -> String {
+    use base64::Engine as _;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!(r#"{{"exp":{},"iat":{now}}}"#, now + 600));
+    let header = client
+        .sign(SignJwtRequest { claims })
+        .await
+        .unwrap()
+        .into_inner()
+        .header;
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_served_store_rotates_in_the_background_and_survives_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let store = init_store(root.path());
+    // Seconds instead of days: refresh 1s, lead 1s, period 3s.
+    let flags = [
+        "--refresh-hint",
+        "1s",
+        "--publish-lead",
+        "1s",
+        "--rotation-period",
+        "3s",
+        "--max-token-expiration",
+        "600s",
+    ];
+    let mut served = Served::start(root.path(), &store, &flags);
+    let mut client = served.client().await;
+    let first = signing_kid(&mut client).await;
+    assert_eq!(published(&mut client).await, vec![first.clone()]);
+
+    // While served, the store is locked against offline commands.
+    let output = signet(&["keys", "rotate", "--key-dir", &store])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--admin-socket"), "{stderr}");
+
+    // Poll (bounded) until the background rotation has promoted a new key; every kid seen
+    // signing must have been seen published by an earlier FetchKeys.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen_published: Vec<String> = Vec::new();
+    let second = loop {
+        let kid = signing_kid(&mut client).await;
+        if kid != first {
+            assert!(
+                seen_published.contains(&kid),
+                "{kid} signed before any FetchKeys published it"
+            );
+            break kid;
+        }
+        for kid in published(&mut client).await {
+            if !seen_published.contains(&kid) {
+                seen_published.push(kid);
+            }
+        }
+        assert!(Instant::now() < deadline, "no rotation within 30s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let keys = published(&mut client).await;
+    assert_eq!(&keys[..2], &[first.clone(), second.clone()], "oldest first");
+    drop(client); // an open connection would hold the drain for the grace period
+    served.stop();
+
+    // The store on disk says the same, and a restart serves the same keys.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(Path::new(&store).join("state.json")).unwrap())
+            .unwrap();
+    let states: Vec<(&str, &str)> = state["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["kid"].as_str().unwrap(), k["state"].as_str().unwrap()))
+        .collect();
+    assert!(states.contains(&(first.as_str(), "retired")), "{states:?}");
+    let mut served = Served::start(root.path(), &store, &["--rotation-period", "0"]);
+    let mut client = served.client().await;
+    let now_signing = signing_kid(&mut client).await;
+    let keys = published(&mut client).await;
+    assert!(
+        keys.contains(&first),
+        "retired key still published: {keys:?}"
+    );
+    assert!(keys.contains(&now_signing));
+    assert_ne!(now_signing, first);
+    drop(client);
+    served.stop();
+}
+
+fn serve_fails(root: &Path, store: &str, extra: &[&str]) -> String {
+    let socket = root.join("refused.sock");
+    let mut args = vec!["serve", "--socket", socket.to_str().unwrap()];
+    if !store.is_empty() {
+        args.extend(["--key-dir", store]);
+    }
+    args.extend_from_slice(extra);
+    let output = signet(&args).output().unwrap();
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    assert!(!socket.exists(), "nothing bound");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn serve_refuses_a_bad_store_before_binding() {
+    let root = tempfile::tempdir().unwrap();
+    let missing = root.path().join("missing");
+    let stderr = serve_fails(root.path(), missing.to_str().unwrap(), &[]);
+    assert!(stderr.contains("signet keys init --key-dir"), "{stderr}");
+
+    let store = init_store(root.path());
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let stderr = serve_fails(root.path(), &store, &[]);
+    assert!(stderr.contains("chmod 0700"), "{stderr}");
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    let stderr = serve_fails(root.path(), &store, &["--publish-lead", "10s"]);
+    assert!(stderr.contains("--publish-lead"), "{stderr}");
+    let stderr = serve_fails(root.path(), &store, &["--key-file", "/nonexistent.pem"]);
+    assert!(stderr.contains("--key-file"), "{stderr}");
+    let stderr = serve_fails(
+        root.path(),
+        "",
+        &["--key-file", "/x.pem", "--rotation-period", "1d"],
+    );
+    assert!(stderr.contains("--rotation-period"), "{stderr}");
+}
+
+fn config(args: &[&str]) -> signet::config::ServeConfig {
+    use clap::Parser as _;
+    let mut argv = vec!["signet", "serve", "--socket", "/run/test/signet.sock"];
+    argv.extend_from_slice(args);
+    let cli = signet::cli::Cli::try_parse_from(argv).unwrap();
+    let signet::cli::Command::Serve(serve) = cli.command else {
+        panic!("not serve")
+    };
+    signet::config::ServeConfig::from_args(&serve).unwrap()
+}
+
+#[tokio::test]
+async fn without_key_dir_serve_keeps_its_in_memory_and_key_file_behaviour() {
+    // Default: one generated ES256 key, rotating in memory every 30 days.
+    let lifecycle = signet::server::build_lifecycle(&config(&[])).unwrap();
+    let keys = lifecycle.list().await;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].alg, signet::keys::Algorithm::ES256);
+    let status = lifecycle.status().await;
+    assert_eq!(status.active_kid.as_deref(), Some(keys[0].kid.as_str()));
+    assert!(status.next_rotation_at.is_some());
+
+    // --key-file: the first signs, the others are published verify-only; no rotation.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let first = fixtures.join("lifecycle-ec-sec1.key");
+    let second = fixtures.join("lifecycle-sa-pkcs1.key");
+    let lifecycle = signet::server::build_lifecycle(&config(&[
+        "--key-file",
+        first.to_str().unwrap(),
+        "--key-file",
+        second.to_str().unwrap(),
+    ]))
+    .unwrap();
+    let keys = lifecycle.list().await;
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].state, signet::lifecycle::KeyState::Active);
+    assert_eq!(keys[0].alg, signet::keys::Algorithm::ES256);
+    assert!(keys[1].verify_only);
+    assert_eq!(lifecycle.status().await.next_rotation_at, None);
+    let snapshot = lifecycle.keyring().snapshot();
+    assert_eq!(snapshot.signing_key().unwrap().kid(), keys[0].kid);
+    assert_eq!(snapshot.published().len(), 2);
+}
+
+#[test]
+fn offline_import_refuses_bad_input_and_changes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let store = init_store(root.path());
+    let state = || std::fs::read(Path::new(&store).join("state.json")).unwrap();
+    let before = state();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let import = |file: &Path| {
+        let output = signet(&["keys", "import", "--key-dir", &store, "--file"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+
+    let readable = root.path().join("readable.key");
+    std::fs::copy(fixtures.join("lifecycle-sa-pkcs1.key"), &readable).unwrap();
+    std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let stderr = import(&readable);
+    assert!(stderr.contains("chmod 0600"), "{stderr}");
+
+    let weak = root.path().join("weak.key");
+    std::fs::copy(fixtures.join("lifecycle-rsa1024-weak.key"), &weak).unwrap();
+    std::fs::set_permissions(&weak, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let stderr = import(&weak);
+    assert!(stderr.contains("1024 bits is too small"), "{stderr}");
+
+    let garbage = root.path().join("garbage.key");
+    std::fs::write(&garbage, b"not a key").unwrap();
+    std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let stderr = import(&garbage);
+    assert!(stderr.contains("no private key found"), "{stderr}");
+
+    let stderr = import(&root.path().join("missing.key"));
+    assert!(stderr.contains("missing.key"), "{stderr}");
+
+    assert_eq!(state(), before, "nothing changed");
+    let pem_files = std::fs::read_dir(&store)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("pem".as_ref()))
+        .count();
+    assert_eq!(pem_files, 1, "no key file was added");
+}
