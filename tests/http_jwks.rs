@@ -634,6 +634,8 @@ async fn the_binary_serves_http_beside_grpc_and_stops_both_on_sigterm() {
                 "127.0.0.1:0",
                 "--issuer",
                 ISSUER,
+                "--jwks-uri",
+                "https://keys.example/cluster-1/jwks",
                 "--refresh-hint",
                 "30s",
             ])
@@ -667,6 +669,11 @@ async fn the_binary_serves_http_beside_grpc_and_stops_both_on_sigterm() {
     let jwks = request(addr, Method::GET, "/openid/v1/jwks").await;
     assert_eq!(jwks.status, StatusCode::OK);
     assert_eq!(jwks.header("cache-control"), "public, max-age=30");
+    let config = request(addr, Method::GET, "/.well-known/openid-configuration")
+        .await
+        .json();
+    assert_eq!(config["issuer"], ISSUER);
+    assert_eq!(config["jwks_uri"], "https://keys.example/cluster-1/jwks");
     assert_eq!(request(addr, Method::GET, "/healthz").await.text(), "ok\n");
     assert!(socket.exists());
 
