@@ -326,6 +326,46 @@ async fn several_key_files_publish_all_and_the_first_signs() {
     .await;
 }
 
+/// Key files as operators have them: a certificate and comment lines before the key (a
+/// cert+key bundle), and Windows line endings. The published key is still the key's own.
+#[tokio::test]
+async fn key_files_with_other_pem_blocks_or_crlf_line_endings_load() {
+    let bundle = common::key_path("test-ec256-pkcs8-with-cert.pem");
+    let dir = tempfile::tempdir().unwrap();
+    let crlf = dir.path().join("sa-crlf.key");
+    let original = common::key_path("test-rsa2048-pkcs1.pem");
+    let text = std::fs::read_to_string(&original).unwrap();
+    std::fs::write(&crlf, text.replace('\n', "\r\n")).unwrap();
+
+    for (path, same_key_as, alg) in [
+        (bundle, common::key_path("test-ec256-pkcs8.pem"), "ES256"),
+        (crlf, original, "RS256"),
+    ] {
+        let signer = InProcessSigner::start(&["--key-file", path.to_str().unwrap()]).await;
+        let mut clients = signer.clients().await;
+        let keys = clients.fetch_keys(Api::V1).await.unwrap();
+        check_fetch_keys(
+            &keys,
+            &[common::fixture_public_key_der(&same_key_as)],
+            SystemTime::now() - Duration::from_secs(60),
+        );
+        let audiences = recorded_audiences();
+        let audiences: Vec<&str> = audiences.iter().map(String::as_str).collect();
+        let verifier =
+            IndependentVerifier::from_fetch_keys(&keys, RECORDED_ISSUER, &audiences).unwrap();
+        let case = &common::recorded_claims()[0];
+        let signed = clients.sign(Api::V1, &case.claims).await.unwrap();
+        check_signed_token(
+            &signed.header,
+            &signed.signature,
+            &case.claims,
+            &keys,
+            alg,
+            &verifier,
+        );
+    }
+}
+
 /// The generated in-memory default (no key options): one ES256 key, and the contract holds.
 #[tokio::test]
 async fn in_memory_default_is_es256_and_signs() {
@@ -379,6 +419,86 @@ async fn check_generated(flags: &[&str], alg: &str) {
             &verifier,
         );
     }
+}
+
+/// Metadata and FetchKeys report exactly what the flags say; 600 s is the smallest maximum.
+#[tokio::test]
+async fn metadata_and_refresh_hint_follow_the_flags() {
+    for (flags, max, hint) in [
+        (&["--max-token-expiration", "600s"][..], 600, 60),
+        (
+            &["--max-token-expiration", "90m", "--refresh-hint", "5s"][..],
+            5_400,
+            5,
+        ),
+        (
+            &["--max-token-expiration", "48h", "--refresh-hint", "1h"][..],
+            172_800,
+            3_600,
+        ),
+    ] {
+        let signer = InProcessSigner::start(flags).await;
+        let mut clients = signer.clients().await;
+        for api in Api::BOTH {
+            let metadata = clients.metadata(api).await.unwrap();
+            assert_eq!(metadata.max_token_expiration_seconds, max, "{flags:?}");
+            let keys = clients.fetch_keys(api).await.unwrap();
+            assert_eq!(keys.refresh_hint_seconds, hint, "{flags:?}");
+        }
+    }
+    let err = InProcessSigner::try_start(&["--max-token-expiration", "599s"])
+        .await
+        .expect_err("599 s is below what kube-apiserver accepts");
+    assert!(err.contains("600"), "{err}");
+}
+
+/// Many Signs in flight at once, over both packages and several connections, as a busy
+/// apiserver sends them: every token verifies, and each carries its own claims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_signs_all_verify() {
+    let signer = InProcessSigner::start(&[
+        "--key-file",
+        common::key_path("test-rsa2048-pkcs1.pem").to_str().unwrap(),
+    ])
+    .await;
+    let audiences = recorded_audiences();
+    let audiences: Vec<&str> = audiences.iter().map(String::as_str).collect();
+    let mut first = signer.clients().await;
+    let keys = first.fetch_keys(Api::V1).await.unwrap();
+    let verifier =
+        IndependentVerifier::from_fetch_keys(&keys, RECORDED_ISSUER, &audiences).unwrap();
+    let connections = [first, signer.clients().await, signer.clients().await];
+    let cases = common::recorded_claims();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..96 {
+        let mut clients = connections[i % connections.len()].clone();
+        let claims = cases[i % cases.len()].claims.clone();
+        let api = Api::BOTH[i % 2];
+        tasks.spawn(async move {
+            let mut request = tonic::Request::new(signet::api::v1::SignJwtRequest {
+                claims: claims.clone(),
+            });
+            // kube-apiserver always sends a deadline (grpc-timeout).
+            request.set_timeout(Duration::from_secs(30));
+            let signed = match api {
+                Api::V1 => clients.v1.sign(request).await,
+                Api::V1Alpha1 => clients.v1alpha1.sign(request).await,
+            }
+            .expect("Sign")
+            .into_inner();
+            verifier::assemble(&signed.header, &claims, &signed.signature)
+        });
+    }
+    let mut verified = 0;
+    while let Some(token) = tasks.join_next().await {
+        let token = token.expect("task");
+        verifier
+            .verify(&token)
+            .unwrap_or_else(|err| panic!("{err}"));
+        verified += 1;
+    }
+    assert_eq!(verified, 96);
 }
 
 /// A token signed by one signet does not verify against another's keys: the verifier really

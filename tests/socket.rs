@@ -261,7 +261,7 @@ async fn an_abstract_socket_works_end_to_end_and_is_not_stolen() {
 /// or key material, whatever was signed or refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_name_socket_kids_and_algs_but_never_claims_or_tokens() {
-    for rust_log in [None, Some("signet=trace,info")] {
+    for rust_log in [None, Some("signet=trace,info"), Some("trace")] {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("signet.sock");
         let key_file = common::key_path("test-rsa2048-pkcs1.pem");
@@ -310,7 +310,15 @@ async fn logs_name_socket_kids_and_algs_but_never_claims_or_tokens() {
         process.signal(Signal::TERM);
         assert_eq!(process.wait_exit().code(), Some(0));
         let lines = process.stderr_lines();
-        assert!(!lines.is_empty());
+        let startup_lines = lines
+            .iter()
+            .filter(|line| line.contains("signet serving"))
+            .count();
+        assert_eq!(startup_lines, 1, "one startup line");
+        if rust_log == Some("trace") {
+            // The filter took effect: the transport's own trace lines are checked too.
+            assert!(lines.len() > 50, "only {} lines at trace", lines.len());
+        }
         for line in &lines {
             let json: serde_json::Value = serde_json::from_str(line)
                 .unwrap_or_else(|_| panic!("--log-format json printed a non-JSON line: {line}"));
@@ -353,4 +361,228 @@ async fn the_binary_with_no_key_options_signs_with_a_generated_es256_key() {
     );
     sign_and_verify_all(&mut clients).await;
     terminate_cleanly(&mut process, &socket, Signal::TERM);
+}
+
+/// Set in the environment of the helper process below: the abstract name to call.
+const PEER_HELPER_ENV: &str = "SIGNET_TEST_PEER_HELPER_SOCKET";
+/// What the helper prints when its Metadata call succeeded or was turned away.
+const PEER_ADMITTED: &str = "PEER-ADMITTED";
+const PEER_REFUSED: &str = "PEER-REFUSED";
+
+/// Not a test on its own: `an_abstract_socket_admits_only_allowed_uids` runs this test binary
+/// again as another user with `--ignored --exact` and this variable set, to call signet from a
+/// process with a different UID.
+#[test]
+#[ignore = "helper process for an_abstract_socket_admits_only_allowed_uids"]
+fn peer_helper() {
+    let Ok(name) = std::env::var(PEER_HELPER_ENV) else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = runtime.block_on(async {
+        use std::os::linux::net::SocketAddrExt as _;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let channel = tonic::transport::Endpoint::try_from("http://localhost")
+            .unwrap()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let addr = addr.clone();
+                async move {
+                    let stream = std::os::unix::net::UnixStream::connect_addr(&addr)?;
+                    stream.set_nonblocking(true)?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::from_std(stream)?,
+                    ))
+                }
+            }))
+            .await;
+        let Ok(channel) = channel else {
+            return PEER_REFUSED;
+        };
+        let mut client =
+            signet::api::v1::external_jwt_signer_client::ExternalJwtSignerClient::new(channel);
+        let mut request = tonic::Request::new(signet::api::v1::MetadataRequest {});
+        request.set_timeout(std::time::Duration::from_secs(10));
+        match client.metadata(request).await {
+            Ok(_) => PEER_ADMITTED,
+            Err(_) => PEER_REFUSED,
+        }
+    });
+    println!("{outcome}");
+}
+
+/// Runs [`peer_helper`] as `uid` against `@name`; returns what it printed.
+fn call_as_uid(name: &str, uid: u32) -> String {
+    use std::os::unix::process::CommandExt as _;
+    // A copy of this test binary in a world-readable directory, so the other user can run it
+    // wherever the repository is checked out.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.path().join("socket-test-helper");
+    let this_exe = std::env::current_exe().unwrap();
+    if std::fs::hard_link(&this_exe, &exe).is_err() {
+        std::fs::copy(&this_exe, &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut child = std::process::Command::new(&exe)
+        .args(["--ignored", "--exact", "peer_helper", "--nocapture"])
+        .env(PEER_HELPER_ENV, name)
+        .uid(uid)
+        .gid(uid)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the helper as another user");
+    let mut stdout = child.stdout.take().unwrap();
+    let status = common::wait_child(&mut child, common::DEADLINE);
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
+    assert!(status.success(), "helper failed: {out}");
+    out
+}
+
+/// An abstract socket has no file permissions: signet admits only its own UID, root and
+/// `--allowed-uid` (SO_PEERCRED). Needs root to act as another user; CI runs as root.
+#[test]
+fn an_abstract_socket_admits_only_allowed_uids() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to connect as another UID");
+        return;
+    }
+    const OTHER_UID: u32 = 65_534; // nobody
+    let name = common::unique_abstract_name();
+    let address = format!("@{name}");
+
+    let mut process = SignetProcess::spawn(&["serve", "--socket", &address]);
+    process.wait_ready();
+    let out = call_as_uid(&name, OTHER_UID);
+    assert!(
+        out.contains(PEER_REFUSED),
+        "UID {OTHER_UID} was admitted: {out}"
+    );
+    assert!(
+        process.stderr_text().contains("refused connection"),
+        "{}",
+        process.stderr_text()
+    );
+    process.signal(Signal::TERM);
+    assert_eq!(process.wait_exit().code(), Some(0));
+
+    let name = common::unique_abstract_name();
+    let address = format!("@{name}");
+    let mut process = SignetProcess::spawn(&[
+        "serve",
+        "--socket",
+        &address,
+        "--allowed-uid",
+        &OTHER_UID.to_string(),
+    ]);
+    process.wait_ready();
+    let out = call_as_uid(&name, OTHER_UID);
+    assert!(out.contains(PEER_ADMITTED), "allowed UID refused: {out}");
+    process.signal(Signal::TERM);
+    assert_eq!(process.wait_exit().code(), Some(0));
+}
+
+/// A call in flight when SIGTERM arrives still completes (the drain), then signet exits 0.
+///
+/// A raw HTTP/2 client opens a Sign stream and sends only part of its message, so the call is
+/// provably open on the server when the signal arrives; it sends the rest after signet has
+/// logged that it is draining.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_sign_finish() {
+    use prost::Message as _;
+    use tonic::codegen::http;
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("signet.sock");
+    let mut process = SignetProcess::spawn(&["serve", "--socket", socket.to_str().unwrap()]);
+    process.wait_ready();
+    let mut clients = common::connect_path(&socket).await;
+    let keys = clients.fetch_keys(Api::V1).await.unwrap();
+    drop(clients);
+
+    let io = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    let (client, connection) = h2::client::handshake(io).await.expect("HTTP/2 handshake");
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let grpc_request = |path: &str| {
+        http::Request::builder()
+            .method("POST")
+            .uri(format!("http://localhost{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap()
+    };
+    let grpc_frame = |message: &[u8]| {
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+        frame.extend_from_slice(message);
+        bytes::Bytes::from(frame)
+    };
+
+    let case = &common::recorded_claims()[0];
+    let sign = grpc_frame(
+        &signet::api::v1::SignJwtRequest {
+            claims: case.claims.clone(),
+        }
+        .encode_to_vec(),
+    );
+    let (sign_response, mut sign_body) = client
+        .send_request(grpc_request("/v1.ExternalJWTSigner/Sign"), false)
+        .unwrap();
+    sign_body.send_data(sign.slice(..10), false).unwrap();
+
+    // A complete call on a later stream: once it is answered, the server has opened the Sign
+    // stream too (stream ids open in order on one connection).
+    let mut client = client.ready().await.unwrap();
+    let (metadata_response, mut metadata_body) = client
+        .send_request(grpc_request("/v1.ExternalJWTSigner/Metadata"), false)
+        .unwrap();
+    metadata_body.send_data(grpc_frame(&[]), true).unwrap();
+    let metadata_response = metadata_response.await.expect("Metadata answered");
+    assert_eq!(metadata_response.status(), 200);
+
+    process.signal(Signal::TERM);
+    process.wait_for_line("draining in-flight calls");
+
+    sign_body.send_data(sign.slice(10..), true).unwrap();
+    let response = sign_response.await.expect("Sign answered during the drain");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut payload = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        payload.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await.unwrap().expect("gRPC trailers");
+    assert_eq!(trailers["grpc-status"], "0", "{trailers:?}");
+    assert_eq!(payload[0], 0, "uncompressed gRPC frame");
+    let signed = signet::api::v1::SignJwtResponse::decode(&payload[5..]).unwrap();
+
+    let audiences = ["https://kubernetes.default.svc.cluster.local"];
+    let verifier =
+        IndependentVerifier::from_fetch_keys(&keys, RECORDED_ISSUER, &audiences).unwrap();
+    verifier
+        .verify(&verifier::assemble(
+            &signed.header,
+            &case.claims,
+            &signed.signature,
+        ))
+        .expect("the drained Sign verifies");
+
+    drop(client);
+    let status = process.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", process.stderr_text());
+    assert!(!socket.exists());
+    assert!(
+        !process.stderr_text().contains("grace period over"),
+        "the call should finish within the grace period"
+    );
+    let _ = connection.await;
 }

@@ -138,14 +138,6 @@ impl Clients {
         }
     }
 
-    /// Lets requests up to `bytes` leave the client (tonic's client does not limit encoding by
-    /// default, but the generated clients share the server-side setting names).
-    pub fn with_max_encoding(mut self, bytes: usize) -> Self {
-        self.v1 = self.v1.max_encoding_message_size(bytes);
-        self.v1alpha1 = self.v1alpha1.max_encoding_message_size(bytes);
-        self
-    }
-
     pub async fn sign(&mut self, api: Api, claims: &str) -> Result<SignJwtResponse, tonic::Status> {
         let request = SignJwtRequest {
             claims: claims.to_owned(),
@@ -394,6 +386,22 @@ impl SignetProcess {
                         self.stderr_text()
                     );
                 }
+            }
+        }
+    }
+
+    /// Waits (bounded) for a stderr line containing `needle`, skipping earlier lines.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(err) => panic!(
+                    "no stderr line with {needle:?} ({err}); stderr:\n{}",
+                    self.stderr_text()
+                ),
             }
         }
     }
