@@ -7,6 +7,7 @@
 //! `SIGNET_CRASH_SEED=<n>` to replay a run.
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -77,6 +78,8 @@ fn key_file(dir: &Path, n: usize) -> PathBuf {
     let (_, pkcs8) = LocalKey::generate(Algorithm::ES256, 2048).unwrap();
     let path = dir.join(format!("import-{n}.pem"));
     std::fs::write(&path, pkcs8_to_pem(&pkcs8).unwrap().as_bytes()).unwrap();
+    // Private, or import refuses it.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
 }
 
