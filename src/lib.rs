@@ -11,10 +11,10 @@
 //! - [`jwks`]: the OIDC discovery documents (JWK Set, openid-configuration) for relying parties;
 //! - [`jws`]: header, signing input, claims checks;
 //! - [`keys`]: a key as an object (kid, algorithm, public key, sign), PEM loading, the provider;
+//! - [`verify`]: `signet verify`, an operator's token check against a running signer;
 //! - [`lifecycle`]: next → active → retired → removed, rotation policy and clock;
 //! - [`backend`]: where keys are stored and signed (memory, directory), behind one trait;
-//! - [`admin`]: the admin socket's `KeyAdmin` service and the `signet keys` client;
-//! - [`verify`]: `signet verify`, an operator's token check against a running signer.
+//! - [`admin`]: the admin socket's `KeyAdmin` service and the `signet keys` client.
 
 pub mod admin;
 pub mod api;

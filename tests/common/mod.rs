@@ -33,7 +33,6 @@ use signet::api::v1::{
 use signet::api::{v1, v1alpha1, ExternalJwtSignerService};
 use signet::cli::{Cli, Command as CliCommand};
 use signet::config::ServeConfig;
-use signet::keyring::KeyRing;
 use signet::server::{Listener, ServeError};
 use signet::signer::TokenSigner;
 
@@ -206,7 +205,8 @@ pub async fn connect_abstract(name: &str) -> Clients {
 }
 
 /// signet served in this test process on a real socket file in a temporary directory, built
-/// from `signet serve` flags exactly as the binary builds it (clap, [`ServeConfig`], key loading).
+/// from `signet serve` flags as the binary builds it (clap, [`ServeConfig`],
+/// `build_lifecycle`), without the background rotation task and the HTTP listener.
 #[derive(Debug)]
 pub struct InProcessSigner {
     pub dir: tempfile::TempDir,
@@ -234,13 +234,14 @@ impl InProcessSigner {
         argv.extend_from_slice(flags);
         let cli = Cli::try_parse_from(&argv).map_err(|err| err.to_string())?;
         let CliCommand::Serve(args) = cli.command else {
-            return Err("not a `signet serve` command line".to_owned());
+            unreachable!("argv starts with `signet serve`");
         };
         let config = ServeConfig::from_args(&args).map_err(|err| err.to_string())?;
-        let keys = {
+        let lifecycle = {
             let config = config.clone();
-            // Key loading (and RSA generation) is blocking work: keep it off the runtime.
-            tokio::task::spawn_blocking(move || config.load_keys())
+            // What `signet serve` does before its runtime starts: key loading and generation
+            // are blocking work, kept off the runtime here.
+            tokio::task::spawn_blocking(move || signet::server::build_lifecycle(&config))
                 .await
                 .expect("key loading panicked")
                 .map_err(|err| err.to_string())?
@@ -248,7 +249,7 @@ impl InProcessSigner {
         let listener = Listener::bind(&config.socket, config.socket_mode, &config.allowed_uids)
             .map_err(|err| err.to_string())?;
         let signer = Arc::new(TokenSigner::new(
-            Arc::new(KeyRing::new(keys)),
+            Arc::clone(lifecycle.keyring()),
             config.max_token_expiration,
             config.refresh_hint,
         ));
