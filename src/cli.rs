@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::admin::{OutputFormat, DEFAULT_ADMIN_SOCKET};
 use crate::keys::Algorithm;
+use crate::server::SocketAddress;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,11 +36,12 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve ExternalJWTSigner (v1 and v1alpha1) on a Unix socket.
     Serve(ServeArgs),
+    /// Manage signing keys: on a running server through its admin socket (--admin-socket),
+    /// or offline on a stopped server's key directory (--key-dir, where supported).
+    Keys(KeysArgs),
     /// Check a token against the keys a running signer publishes (FetchKeys over its socket).
     /// Exit 0: verified; 1: does not verify; 2: cannot be checked.
     Verify(VerifyArgs),
-    /// Manage signing keys: offline on a key directory (--key-dir), or on a running server.
-    Keys(KeysArgs),
 }
 
 #[derive(Debug, Args)]
@@ -47,16 +50,38 @@ pub struct KeysArgs {
     pub command: KeysCommand,
 }
 
-/// `signet keys <command>`: each works offline on a stopped server's store with `--key-dir`
-/// (the directory is locked while the command runs).
+/// `signet keys <command>`. Online (the default), each talks to a running `signet serve` over
+/// its admin socket. `init`, and `rotate`/`import` with `--key-dir`, work offline on a stopped
+/// server's store (the directory is locked while the command runs).
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Create a new key store with one active key (the directory must be new or empty).
+    /// Create a new key store with one active key (offline; the directory must be new or empty).
     Init(KeysInitArgs),
+    /// List every key: kid, algorithm, state and its lifecycle times.
+    List(KeysListArgs),
+    /// Show the active and next key, the next automatic rotation and the last error.
+    Status(KeysStatusArgs),
     /// Prepare a next key: published now, signing only once promoted.
     Rotate(KeysRotateArgs),
+    /// Make the next key the signing key; the previous one is retired.
+    Promote(KeysPromoteArgs),
+    /// Stop a next key from ever signing; it stays published until its removal is due.
+    Retire(KeysRetireArgs),
+    /// Remove a retired key from FetchKeys and from the store.
+    Remove(KeysRemoveArgs),
     /// Import a PEM private key (e.g. kube-apiserver's sa.key) under the in-tree kid.
     Import(KeysImportArgs),
+    /// Print the published JWK Set (what /openid/v1/jwks serves).
+    ExportJwks(KeysExportJwksArgs),
+}
+
+/// Where the running server's admin API listens.
+#[derive(Debug, Clone, Args)]
+pub struct AdminSocketArgs {
+    /// The admin socket of the running `signet serve` (its --admin-socket).
+    #[arg(long = "admin-socket", value_name = "PATH", default_value = DEFAULT_ADMIN_SOCKET,
+          env = "SIGNET_ADMIN_SOCKET", value_parser = parse_socket_address)]
+    pub admin_socket: SocketAddress,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -75,8 +100,32 @@ pub struct KeysInitArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct KeysListArgs {
+    #[command(flatten)]
+    pub target: AdminSocketArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysStatusArgs {
+    #[command(flatten)]
+    pub target: AdminSocketArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct KeysRotateArgs {
-    /// Work offline on this key store (the server using it must be stopped).
+    #[command(flatten)]
+    pub target: AdminSocketArgs,
+
+    /// Work offline on this key store instead of through the admin socket (the server using
+    /// it must be stopped).
     #[arg(long, value_name = "DIR")]
     pub key_dir: Option<PathBuf>,
 
@@ -85,33 +134,83 @@ pub struct KeysRotateArgs {
     #[arg(long, value_parser = parse_algorithm)]
     pub alg: Option<Algorithm>,
 
-    /// RSA modulus size when the new key is RS256: 2048, 3072 or 4096.
+    /// RSA modulus size when the new key is RS256, offline: 2048, 3072 or 4096 (a running
+    /// server uses its own --rsa-bits).
     #[arg(long, default_value_t = 2048)]
     pub rsa_bits: usize,
 
-    /// Promote the new key at once, skipping the publish lead (requires --force): verifiers
+    /// Promote the new key at once, skipping the publish lead (needs --force): verifiers
     /// that have not refreshed their keys reject its tokens until they do.
-    #[arg(long, requires = "force")]
+    #[arg(long)]
     pub promote_now: bool,
 
-    /// Confirm an operation that skips a safety delay.
+    /// Confirm that --promote-now skips the publish lead.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysPromoteArgs {
+    #[command(flatten)]
+    pub target: AdminSocketArgs,
+
+    /// Promote even if the next key has not been published for the whole lead time.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysRetireArgs {
+    #[command(flatten)]
+    pub target: AdminSocketArgs,
+
+    /// The key to retire. A kid may start with `-` (base64url), so one is taken as a kid here.
+    #[arg(allow_hyphen_values = true)]
+    pub kid: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysRemoveArgs {
+    #[command(flatten)]
+    pub target: AdminSocketArgs,
+
+    /// The key to remove. A kid may start with `-` (base64url), so one is taken as a kid here.
+    #[arg(allow_hyphen_values = true)]
+    pub kid: String,
+
+    /// Remove even while tokens it signed may still be valid (they will fail verification).
     #[arg(long)]
     pub force: bool,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct KeysImportArgs {
-    /// Work offline on this key store (the server using it must be stopped).
+    #[command(flatten)]
+    pub target: AdminSocketArgs,
+
+    /// Work offline on this key store instead of through the admin socket (the server using
+    /// it must be stopped).
     #[arg(long, value_name = "DIR")]
     pub key_dir: Option<PathBuf>,
 
-    /// PEM private key: PKCS#8, PKCS#1 RSA (kubeadm's sa.key) or SEC1 EC.
+    /// PEM private key: PKCS#8, PKCS#1 RSA (kubeadm's sa.key, >= 2048 bits) or SEC1 EC.
     #[arg(long, value_name = "PATH")]
     pub file: PathBuf,
 
-    /// Publish the key for verification only; never sign with it.
+    /// Publish the key for verification only; never sign with it (e.g. the apiserver's old
+    /// sa.key).
     #[arg(long)]
     pub verify_only: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysExportJwksArgs {
+    #[command(flatten)]
+    pub target: AdminSocketArgs,
+
+    /// Write the JWK Set to this file (atomically, mode 0644) instead of stdout.
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -166,6 +265,12 @@ pub struct ServeArgs {
     /// How often kube-apiserver should re-fetch the keys (FetchKeys refresh_hint_seconds).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub refresh_hint: Duration,
+
+    /// Admin socket for `signet keys ...` (mode 0600, owner only; never the --socket).
+    /// Default: admin.sock beside --socket, i.e. /run/signet/admin.sock by default
+    /// (`@NAME.admin` for an abstract --socket @NAME).
+    #[arg(long, value_name = "PATH", env = "SIGNET_ADMIN_SOCKET")]
+    pub admin_socket: Option<String>,
 
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish before signet exits.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -245,6 +350,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|err| format!("{err} (use e.g. 24h, 90m, 3600s)"))
 }
 
+fn parse_socket_address(s: &str) -> Result<SocketAddress, String> {
+    SocketAddress::parse(s)
+}
+
 fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
     s.parse()
         .map_err(|err: crate::keys::ParseAlgorithmError| err.to_string())
@@ -277,6 +386,31 @@ mod tests {
         assert_eq!(parse_duration("3600s").unwrap(), Duration::from_secs(3_600));
         assert_eq!(parse_duration("3600").unwrap(), Duration::from_secs(3_600));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn kids_may_start_with_a_hyphen() {
+        let kid_of = |argv: &[&str]| match Cli::try_parse_from(argv).unwrap().command {
+            Command::Keys(KeysArgs {
+                command: KeysCommand::Remove(args),
+            }) => (args.kid, args.force),
+            Command::Keys(KeysArgs {
+                command: KeysCommand::Retire(args),
+            }) => (args.kid, false),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            kid_of(&["signet", "keys", "retire", "-bX_1"]),
+            ("-bX_1".to_owned(), false)
+        );
+        assert_eq!(
+            kid_of(&["signet", "keys", "remove", "--aZ9", "--force"]),
+            ("--aZ9".to_owned(), true)
+        );
+        assert_eq!(
+            kid_of(&["signet", "keys", "remove", "--force", "-q"]),
+            ("-q".to_owned(), true)
+        );
     }
 
     #[test]

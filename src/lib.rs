@@ -13,8 +13,10 @@
 //! - [`keys`]: a key as an object (kid, algorithm, public key, sign), PEM loading, the provider;
 //! - [`verify`]: `signet verify`, an operator's token check against a running signer;
 //! - [`lifecycle`]: next → active → retired → removed, rotation policy and clock;
-//! - [`backend`]: where keys are stored and signed (memory, directory), behind one trait.
+//! - [`backend`]: where keys are stored and signed (memory, directory), behind one trait;
+//! - [`admin`]: the admin socket's `KeyAdmin` service and the `signet keys` client.
 
+pub mod admin;
 pub mod api;
 pub mod backend;
 pub mod cli;

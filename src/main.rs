@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+use signet::admin::commands::CommandError;
 use signet::cli::{Cli, Command, KeysCommand, ServeArgs, VerifyArgs};
 use signet::config::{ServeConfig, EXIT_CONFIG};
 use signet::lifecycle::{offline, ImportOptions, KeyRecord, LifecycleError};
@@ -30,37 +31,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn verify(args: &VerifyArgs) -> ExitCode {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime.block_on(signet::verify::run(args)),
-        Err(err) => {
-            eprintln!("signet verify: cannot start the async runtime: {err}");
-            ExitCode::from(signet::verify::EXIT_CANNOT_CHECK)
-        }
-    }
-}
-
-/// `signet keys ...` offline on a key directory.
+/// `signet keys ...`: offline on a key directory (`init`, and `rotate`/`import` with
+/// `--key-dir`), otherwise online through the running server's admin socket. Errors are one
+/// line on stderr, `signet: error: ...`; exit 1, or 64 for a refused command line.
 fn keys(command: KeysCommand) -> ExitCode {
+    if let Err(err) = signet::admin::commands::check(&command) {
+        return command_failed(&err);
+    }
     let result: Result<KeyRecord, LifecycleError> = match command {
         KeysCommand::Init(args) => offline::init(&args.key_dir, args.alg, args.rsa_bits),
-        KeysCommand::Rotate(args) => {
-            let Some(dir) = args.key_dir else {
-                return missing_store_flag("rotate");
-            };
+        KeysCommand::Rotate(args) if args.key_dir.is_some() => {
+            let dir = args.key_dir.expect("checked above");
             offline::rotate(&dir, args.alg, args.rsa_bits, args.promote_now)
         }
-        KeysCommand::Import(args) => {
-            let Some(dir) = args.key_dir else {
-                return missing_store_flag("import");
-            };
+        KeysCommand::Import(args) if args.key_dir.is_some() => {
+            let dir = args.key_dir.expect("checked above");
             let pem = match signet::backend::read_private_key_file(&args.file) {
                 Ok(pem) => pem,
                 Err(err) => {
-                    eprintln!("error: {err}");
+                    eprintln!("signet: error: {err}");
                     return ExitCode::FAILURE;
                 }
             };
@@ -72,6 +61,7 @@ fn keys(command: KeysCommand) -> ExitCode {
                 },
             )
         }
+        online => return keys_online(&online),
     };
     match result {
         Ok(record) => {
@@ -89,15 +79,50 @@ fn keys(command: KeysCommand) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("signet: error: {err}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn missing_store_flag(command: &str) -> ExitCode {
-    eprintln!("error: `signet keys {command}` needs --key-dir DIR (offline, server stopped)");
-    ExitCode::from(EXIT_CONFIG)
+/// `signet keys ...` against a running server's admin socket.
+fn keys_online(command: &KeysCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("signet: error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(signet::admin::commands::run(command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => command_failed(&err),
+    }
+}
+
+fn command_failed(err: &CommandError) -> ExitCode {
+    eprintln!("signet: error: {err}");
+    if matches!(err, CommandError::Usage(_)) {
+        ExitCode::from(EXIT_CONFIG)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn verify(args: &VerifyArgs) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(signet::verify::run(args)),
+        Err(err) => {
+            eprintln!("signet verify: cannot start the async runtime: {err}");
+            ExitCode::from(signet::verify::EXIT_CANNOT_CHECK)
+        }
+    }
 }
 
 fn serve(args: &ServeArgs) -> ExitCode {
@@ -112,6 +137,14 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let admin_socket =
+        match signet::admin::admin_socket_address(args.admin_socket.as_deref(), &config.socket) {
+            Ok(address) => address,
+            Err(err) => {
+                tracing::error!(error = %err, "configuration error");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -122,7 +155,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(signet::server::run(config, lifecycle)) {
+    match runtime.block_on(signet::server::run(config, lifecycle, admin_socket)) {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS

@@ -1,5 +1,6 @@
-//! Running the signer: bind the socket, serve both API versions, drain on SIGTERM/SIGINT within
-//! a bounded grace period, remove the socket on the way out.
+//! Running the signer: bind the apiserver socket and the admin socket, serve both API versions
+//! and the admin API, drain both on SIGTERM/SIGINT within a bounded grace period, remove the
+//! sockets on the way out.
 
 mod oidc_http;
 mod socket;
@@ -8,8 +9,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
+use crate::admin::{KeyAdminService, ADMIN_SOCKET_MODE};
 use crate::api::ExternalJwtSignerService;
 use crate::backend::{DirectoryBackend, MemoryBackend};
 use crate::config::{ConfigError, KeySource, ServeConfig};
@@ -108,13 +110,19 @@ pub fn build_lifecycle(config: &ServeConfig) -> Result<Arc<KeyLifecycle>, Config
     Ok(Arc::new(lifecycle))
 }
 
-/// Binds the configured socket and serves until SIGTERM or SIGINT, with automatic rotation
-/// running in the background.
-pub async fn run(config: ServeConfig, lifecycle: Arc<KeyLifecycle>) -> Result<(), ServeError> {
+/// Binds the configured socket and the admin socket and serves both until SIGTERM or SIGINT,
+/// with automatic rotation running in the background.
+pub async fn run(
+    config: ServeConfig,
+    lifecycle: Arc<KeyLifecycle>,
+    admin_socket: SocketAddress,
+) -> Result<(), ServeError> {
     // Handlers first: once the socket exists (and the startup line says so), a SIGTERM must
     // mean a clean shutdown that removes the socket, never death by the default action.
     let shutdown = shutdown_signal().map_err(ServeError::Signal)?;
     let listener = Listener::bind(&config.socket, config.socket_mode, &config.allowed_uids)?;
+    // Owner only; on an abstract socket, only our own UID and root.
+    let admin_listener = Listener::bind(&admin_socket, ADMIN_SOCKET_MODE, &[])?;
     let keyring = Arc::clone(lifecycle.keyring());
     let keys = keyring.snapshot();
     let kids: Vec<String> = keys.published().iter().map(|k| k.kid.to_string()).collect();
@@ -132,6 +140,7 @@ pub async fn run(config: ServeConfig, lifecycle: Arc<KeyLifecycle>) -> Result<()
     let policy = lifecycle.policy();
     tracing::info!(
         socket = %listener.address(),
+        admin_socket = %admin_listener.address(),
         kids = %kids.join(","),
         algs = %algs.join(","),
         signing_kid = keys.signing_key().map(|k| k.kid()).unwrap_or(""),
@@ -144,9 +153,11 @@ pub async fn run(config: ServeConfig, lifecycle: Arc<KeyLifecycle>) -> Result<()
     );
     let rotation = lifecycle.spawn_rotation_task();
     let (shutdown, oidc_http) = spawn_beside(oidc_http, shutdown, config.shutdown_grace);
-    let served = serve(
+    let served = serve_with_admin(
         listener,
         ExternalJwtSignerService::new(signer),
+        admin_listener,
+        KeyAdminService::new(lifecycle),
         config.shutdown_grace,
         shutdown,
     )
@@ -156,6 +167,43 @@ pub async fn run(config: ServeConfig, lifecycle: Arc<KeyLifecycle>) -> Result<()
         let _ = oidc_http.await;
     }
     served
+}
+
+/// Serves the signer on `listener` and the admin API on `admin_listener` until `shutdown`
+/// completes or either server fails; both then stop together, each draining within `grace`.
+pub async fn serve_with_admin(
+    listener: Listener,
+    service: ExternalJwtSignerService,
+    admin_listener: Listener,
+    admin: KeyAdminService,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let stop = watch::Sender::new(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    // Whichever server ends first (on error) takes the other one down with it.
+    let stop_after = |result: Result<(), ServeError>| {
+        stop.send_replace(true);
+        result
+    };
+    let api = async {
+        let router = signer_router(&service);
+        stop_after(serve_router(listener, router, grace, stopped(stop.subscribe())).await)
+    };
+    let admin = async {
+        let router = tonic::transport::Server::builder().add_service(admin.server());
+        stop_after(serve_router(admin_listener, router, grace, stopped(stop.subscribe())).await)
+    };
+    let signal = async {
+        tokio::select! {
+            () = shutdown => { stop.send_replace(true); }
+            () = stopped(stop.subscribe()) => {}
+        }
+    };
+    let ((), api, admin) = tokio::join!(signal, api, admin);
+    api.and(admin)
 }
 
 /// Runs the `--http-listen` server beside the gRPC one: it stops at the moment `shutdown`
@@ -193,15 +241,30 @@ pub async fn serve(
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let (incoming, socket_file) = listener.into_incoming();
-    let (drain_tx, drain_rx) = oneshot::channel::<()>();
-    let router = tonic::transport::Server::builder()
+    serve_router(listener, signer_router(&service), grace, shutdown).await
+}
+
+/// Both API versions of the signer, with the request size limit.
+fn signer_router(service: &ExternalJwtSignerService) -> tonic::transport::server::Router {
+    tonic::transport::Server::builder()
         .add_service(service.v1().max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(
             service
                 .v1alpha1()
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
-        );
+        )
+}
+
+/// Serves `router` on `listener` until `shutdown`, then removes the socket file and drains.
+async fn serve_router(
+    listener: Listener,
+    router: tonic::transport::server::Router,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let address = listener.address().clone();
+    let (incoming, socket_file) = listener.into_incoming();
+    let (drain_tx, drain_rx) = oneshot::channel::<()>();
     let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = drain_rx.await;
     }));
@@ -210,7 +273,7 @@ pub async fn serve(
     let result = tokio::select! {
         ended = &mut server => ended.unwrap_or_else(|join| panic!("server task failed: {join}")),
         () = &mut shutdown => {
-            tracing::info!(grace = ?grace, "shutting down: draining in-flight calls");
+            tracing::info!(socket = %address, grace = ?grace, "shutting down: draining in-flight calls");
             // New clients get "no such file" at once instead of queueing on a closing socket.
             drop(socket_file);
             let _ = drain_tx.send(());
