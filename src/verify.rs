@@ -16,7 +16,6 @@ use base64::Engine as _;
 use der::Decode as _;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{DecodingKey, Validation};
-use tokio::net::UnixStream;
 use tonic::transport::{Endpoint, Uri};
 
 use crate::api::v1::external_jwt_signer_client::ExternalJwtSignerClient;
@@ -168,7 +167,7 @@ pub async fn fetch_keys(socket: &SocketAddress) -> Result<Vec<Key>, VerifyError>
         .timeout(SIGNER_TIMEOUT)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let target = target.clone();
-            async move { connect(&target).await.map(hyper_util::rt::TokioIo::new) }
+            async move { target.connect().await.map(hyper_util::rt::TokioIo::new) }
         }))
         .await
         .map_err(|err| connect_error(source_chain(&err)))?;
@@ -180,20 +179,6 @@ pub async fn fetch_keys(socket: &SocketAddress) -> Result<Vec<Key>, VerifyError>
             message: status.message().to_owned(),
         })?;
     Ok(response.into_inner().keys)
-}
-
-async fn connect(socket: &SocketAddress) -> std::io::Result<UnixStream> {
-    match socket {
-        SocketAddress::Path(path) => UnixStream::connect(path).await,
-        SocketAddress::Abstract(name) => {
-            use std::os::linux::net::SocketAddrExt as _;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-            // A local connect: it does not block for long.
-            let stream = std::os::unix::net::UnixStream::connect_addr(&addr)?;
-            stream.set_nonblocking(true)?;
-            UnixStream::from_std(stream)
-        }
-    }
 }
 
 /// tonic's transport error says "transport error"; the cause (no such file, permission

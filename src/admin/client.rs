@@ -5,7 +5,6 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::Status;
 
@@ -58,7 +57,8 @@ impl AdminClient {
     /// Connects to the admin socket at `socket`.
     pub async fn connect(socket: &SocketAddress) -> Result<Self, ClientError> {
         // Connect once by hand so a missing server gets a plain answer, not a transport error.
-        let first = connect_stream(socket)
+        let first = socket
+            .connect()
             .await
             .map_err(|source| match source.kind() {
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
@@ -86,7 +86,7 @@ impl AdminClient {
                 async move {
                     let stream = match first {
                         Some(stream) => stream,
-                        None => connect_stream(&address).await?,
+                        None => address.connect().await?,
                     };
                     Ok::<_, io::Error>(TokioIo::new(stream))
                 }
@@ -104,18 +104,5 @@ impl AdminClient {
     /// The generated client, for the calls themselves.
     pub fn rpc(&mut self) -> &mut KeyAdminClient<Channel> {
         &mut self.inner
-    }
-}
-
-async fn connect_stream(socket: &SocketAddress) -> io::Result<UnixStream> {
-    match socket {
-        SocketAddress::Path(path) => UnixStream::connect(path).await,
-        SocketAddress::Abstract(name) => {
-            use std::os::linux::net::SocketAddrExt as _;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-            let stream = std::os::unix::net::UnixStream::connect_addr(&addr)?;
-            stream.set_nonblocking(true)?;
-            UnixStream::from_std(stream)
-        }
     }
 }

@@ -67,6 +67,23 @@ impl SocketAddress {
     }
 }
 
+impl SocketAddress {
+    /// Connects to this address as a client (the admin CLI, `signet verify`, the load tool).
+    pub async fn connect(&self) -> io::Result<UnixStream> {
+        match self {
+            SocketAddress::Path(path) => UnixStream::connect(path).await,
+            SocketAddress::Abstract(name) => {
+                use std::os::linux::net::SocketAddrExt as _;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+                // std has no async abstract connect; a local connect does not block for long.
+                let stream = std::os::unix::net::UnixStream::connect_addr(&addr)?;
+                stream.set_nonblocking(true)?;
+                UnixStream::from_std(stream)
+            }
+        }
+    }
+}
+
 impl fmt::Display for SocketAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
