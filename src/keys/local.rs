@@ -239,3 +239,32 @@ fn generate_rsa_pkcs8(bits: usize) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     let der = key.to_pkcs8_der().map_err(|_| KeyError::Generation)?;
     Ok(Zeroizing::new(der.as_bytes().to_vec()))
 }
+
+/// Verifies a JWS signature with a PKIX public key through the crypto provider (for
+/// self-checks such as `/healthz`; tests verify with independent implementations instead).
+pub(crate) fn verify_signature(
+    alg: Algorithm,
+    spki_der: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), ()> {
+    use der::Decode as _;
+    use signature::{UnparsedPublicKey, VerificationAlgorithm};
+
+    let spki = spki::SubjectPublicKeyInfoRef::from_der(spki_der).map_err(|_| ())?;
+    // RSA: the PKCS#1 RSAPublicKey; EC: the uncompressed point. Both are the bit string.
+    let public_key = spki.subject_public_key.as_bytes().ok_or(())?;
+    let verification: &'static dyn VerificationAlgorithm = match alg {
+        Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
+        Algorithm::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
+        #[cfg(feature = "aws-lc-rs")]
+        Algorithm::ES512 => &signature::ECDSA_P521_SHA512_FIXED,
+        // ring cannot sign ES512 either, so a ring build never has such a key to check.
+        #[cfg(not(feature = "aws-lc-rs"))]
+        Algorithm::ES512 => return Err(()),
+    };
+    UnparsedPublicKey::new(verification, public_key)
+        .verify(message, signature)
+        .map_err(|_| ())
+}

@@ -16,6 +16,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 
 pub use algorithm::{Algorithm, ParseAlgorithmError};
+pub(crate) use local::verify_signature;
 pub use local::{LocalKey, PROVIDER};
 pub use pem::pkcs8_from_pem;
 

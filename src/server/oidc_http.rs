@@ -26,13 +26,7 @@ use tokio::net::TcpListener;
 
 use crate::config::OidcHttpConfig;
 use crate::jwks::{OidcDocumentBodies, OidcDocuments};
-use crate::keys::Algorithm;
 use crate::signer::TokenSigner;
-
-#[cfg(feature = "aws-lc-rs")]
-use aws_lc_rs as provider;
-#[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
-use ring as provider;
 
 pub const JWKS_PATH: &str = "/openid/v1/jwks";
 pub const OPENID_CONFIGURATION_PATH: &str = "/.well-known/openid-configuration";
@@ -284,7 +278,7 @@ fn sign_and_verify(signer: &TokenSigner) -> Result<(), String> {
         .decode(&signed.signature)
         .map_err(|_| "the signature is not base64url".to_owned())?;
     let signing_input = format!("{}.{HEALTH_CLAIMS}", signed.header);
-    verify(
+    crate::keys::verify_signature(
         published.alg,
         &published.public_key_der,
         signing_input.as_bytes(),
@@ -302,27 +296,4 @@ fn sign_and_verify(signer: &TokenSigner) -> Result<(), String> {
 struct Header {
     alg: String,
     kid: String,
-}
-
-/// Verifies a JWS signature with a PKIX public key through the crypto provider.
-fn verify(alg: Algorithm, spki_der: &[u8], message: &[u8], signature: &[u8]) -> Result<(), ()> {
-    use der::Decode as _;
-    use provider::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
-
-    let spki = spki::SubjectPublicKeyInfoRef::from_der(spki_der).map_err(|_| ())?;
-    // RSA: the PKCS#1 RSAPublicKey; EC: the uncompressed point. Both are the bit string.
-    let public_key = spki.subject_public_key.as_bytes().ok_or(())?;
-    let verification: &'static dyn VerificationAlgorithm = match alg {
-        Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
-        Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
-        Algorithm::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
-        #[cfg(feature = "aws-lc-rs")]
-        Algorithm::ES512 => &signature::ECDSA_P521_SHA512_FIXED,
-        // ring cannot sign ES512 either, so a ring build never has such a key to check.
-        #[cfg(not(feature = "aws-lc-rs"))]
-        Algorithm::ES512 => return Err(()),
-    };
-    UnparsedPublicKey::new(verification, public_key)
-        .verify(message, signature)
-        .map_err(|_| ())
 }
