@@ -581,3 +581,33 @@ async fn sigterm_lets_an_in_flight_sign_finish() {
     );
     let _ = connection.await;
 }
+
+/// kube-apiserver keeps its connection open between calls. An idle kept-alive connection must
+/// not hold shutdown until the grace period runs out: the server's GOAWAY lets the client close
+/// it, and signet exits as soon as it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_alive_connection_does_not_hold_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("signet.sock");
+    let mut process = SignetProcess::spawn(&[
+        "serve",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--shutdown-grace",
+        "120s",
+    ]);
+    process.wait_ready();
+    let mut clients = common::connect_path(&socket).await;
+    clients.metadata(Api::V1).await.unwrap();
+    // The client stays alive (and its connection task keeps running on this runtime).
+    process.signal(Signal::TERM);
+    let (status, stderr) = tokio::task::spawn_blocking(move || {
+        let status = process.wait_exit();
+        (status, process.stderr_text())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("grace period over"), "{stderr}");
+    drop(clients);
+}
