@@ -33,6 +33,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve ExternalJWTSigner (v1 and v1alpha1) on a Unix socket.
     Serve(ServeArgs),
+    /// Load a running ExternalJWTSigner (signet or any other) over its socket and report
+    /// throughput and latency percentiles.
+    Bench(crate::loadgen::BenchArgs),
 }
 
 #[derive(Debug, Clone, Args)]

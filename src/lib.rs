@@ -9,7 +9,8 @@
 //! - [`signer`]: Sign/FetchKeys/Metadata in domain terms;
 //! - [`keyring`]: the published key set and the active key, swapped atomically;
 //! - [`jws`]: header, signing input, claims checks;
-//! - [`keys`]: a key as an object (kid, algorithm, public key, sign), PEM loading, the provider.
+//! - [`keys`]: a key as an object (kid, algorithm, public key, sign), PEM loading, the provider;
+//! - [`loadgen`]: `signet bench`, a load generator for any ExternalJWTSigner.
 
 pub mod api;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod jws;
 pub mod keyring;
 pub mod keys;
+pub mod loadgen;
 pub mod logging;
 pub mod server;
 pub mod signer;

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
     signet::logging::init(cli.log_format);
     match cli.command {
         Command::Serve(args) => serve(&args),
+        Command::Bench(args) => signet::loadgen::main(&args),
     }
 }
 
