@@ -335,7 +335,7 @@ pub async fn run(plan: &LoadPlan, progress: Progress) -> Result<Report, BenchErr
 
 /// One HTTP/2 connection, as kube-apiserver opens it: plaintext, prior knowledge, authority
 /// `localhost`, over the Unix socket.
-async fn connect(socket: &SocketAddress) -> Result<Channel, BenchError> {
+pub async fn connect(socket: &SocketAddress) -> Result<Channel, BenchError> {
     let address = socket.clone();
     let connector = tower::service_fn(move |_: Uri| {
         let address = address.clone();
