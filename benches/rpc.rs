@@ -1,4 +1,4 @@
-//! Whole RPCs as kube-apiserver makes them: a tonic client over a real Unix socket to a signet
+//! Whole RPCs as kube-apiserver makes them: a tonic client (`signet bench`'s HTTP/2 transport) over a real Unix socket to a signet
 //! server in the same process (multi-thread runtime), one call at a time, so each figure is
 //! the concurrency-1 latency of that RPC:
 //!
@@ -20,10 +20,10 @@ use signet::api::v1::{FetchKeysRequest, MetadataRequest, SignJwtRequest};
 use signet::api::ExternalJwtSignerService;
 use signet::keyring::{KeyRing, KeySet, PublishedKey};
 use signet::keys::{Algorithm, SigningKey};
+use signet::loadgen::Connection;
 use signet::server::{serve, Listener, SocketAddress};
 use signet::signer::TokenSigner;
 use tokio::runtime::Runtime;
-use tonic::transport::Channel;
 
 use common::{KeySpec, CLAIMS};
 
@@ -32,7 +32,7 @@ use common::{KeySpec, CLAIMS};
 fn start(
     runtime: &Runtime,
     keys: Vec<SigningKey>,
-) -> (ExternalJwtSignerClient<Channel>, tempfile::TempDir) {
+) -> (ExternalJwtSignerClient<Connection>, tempfile::TempDir) {
     let published = keys.iter().map(PublishedKey::of).collect();
     let set = KeySet::new(keys.into_iter().next(), published, SystemTime::now()).unwrap();
     let signer = Arc::new(TokenSigner::new(
@@ -52,10 +52,14 @@ fn start(
         Duration::from_secs(1),
         std::future::pending(),
     ));
-    let channel = runtime
+    let connection = runtime
         .block_on(signet::loadgen::connect(&address))
         .unwrap();
-    (ExternalJwtSignerClient::new(channel), dir)
+    let origin = tonic::codegen::http::Uri::from_static("http://localhost");
+    (
+        ExternalJwtSignerClient::with_origin(connection, origin),
+        dir,
+    )
 }
 
 fn rpc(c: &mut Criterion) {

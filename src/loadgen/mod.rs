@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint, Uri};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tonic::codegen::http;
 
 use crate::api::v1::{FetchKeysRequest, MetadataRequest, SignJwtRequest};
 use crate::api::{v1, v1alpha1};
@@ -278,9 +278,9 @@ impl Progress {
 /// Connects `plan.connections` HTTP/2 connections, runs the warm-up then the measured phase
 /// with `plan.concurrency` tasks, and summarises what happened.
 pub async fn run(plan: &LoadPlan, progress: Progress) -> Result<Report, BenchError> {
-    let mut channels = Vec::with_capacity(plan.connections as usize);
+    let mut connections = Vec::with_capacity(plan.connections as usize);
     for _ in 0..plan.connections {
-        channels.push(connect(&plan.socket).await?);
+        connections.push(connect(&plan.socket).await?);
     }
 
     let counters = Arc::new(Counters::default());
@@ -292,8 +292,8 @@ pub async fn run(plan: &LoadPlan, progress: Progress) -> Result<Report, BenchErr
     let claims: Arc<str> = plan.claims.as_str().into();
     let mut tasks = Vec::with_capacity(plan.concurrency as usize);
     for task in 0..plan.concurrency {
-        let channel = channels[task as usize % channels.len()].clone();
-        let client = Client::new(plan.api, channel);
+        let connection = connections[task as usize % connections.len()].clone();
+        let client = Client::new(plan.api, connection);
         let job = Job {
             rpc: plan.rpc,
             // Stagger the mix so that tasks do not all call FetchKeys at the same moment.
@@ -335,19 +335,52 @@ pub async fn run(plan: &LoadPlan, progress: Progress) -> Result<Report, BenchErr
 
 /// One HTTP/2 connection, as kube-apiserver opens it: plaintext, prior knowledge, authority
 /// `localhost`, over the Unix socket.
-pub async fn connect(socket: &SocketAddress) -> Result<Channel, BenchError> {
-    let address = socket.clone();
-    let connector = tower::service_fn(move |_: Uri| {
-        let address = address.clone();
-        async move { dial(&address).map(TokioIo::new) }
-    });
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(connector)
+///
+/// The generated client drives hyper's HTTP/2 connection directly rather than through tonic's
+/// `Channel`, whose request buffer adds a task hop (and CPU the signer under test would
+/// otherwise have) to every call; like grpc-go, each call is handed straight to the task that
+/// owns the connection.
+pub async fn connect(socket: &SocketAddress) -> Result<Connection, BenchError> {
+    let failed = |err: &dyn std::error::Error| BenchError::Connect {
+        socket: socket.to_string(),
+        reason: error_chain(err),
+    };
+    let io = dial(socket).map_err(|err| failed(&err))?;
+    let (send, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(io))
         .await
-        .map_err(|err| BenchError::Connect {
-            socket: socket.to_string(),
-            reason: error_chain(&err),
-        })
+        .map_err(|err| failed(&err))?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            eprintln!("signet bench: connection closed: {}", error_chain(&err));
+        }
+    });
+    Ok(Connection { send })
+}
+
+/// An HTTP/2 connection to the signer, usable as the transport of the generated clients.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    send: hyper::client::conn::http2::SendRequest<tonic::body::Body>,
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Connection {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.send.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.send.send_request(request))
+    }
 }
 
 /// Connecting a Unix stream socket completes at once or fails (no handshake to wait for), so
@@ -379,8 +412,8 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 
 /// The generated client of the chosen API package.
 enum Client {
-    V1(v1::external_jwt_signer_client::ExternalJwtSignerClient<Channel>),
-    V1alpha1(v1alpha1::external_jwt_signer_client::ExternalJwtSignerClient<Channel>),
+    V1(v1::external_jwt_signer_client::ExternalJwtSignerClient<Connection>),
+    V1alpha1(v1alpha1::external_jwt_signer_client::ExternalJwtSignerClient<Connection>),
 }
 
 impl fmt::Debug for Client {
@@ -457,13 +490,19 @@ macro_rules! call_rpc {
 }
 
 impl Client {
-    fn new(api: ApiVersion, channel: Channel) -> Self {
+    fn new(api: ApiVersion, connection: Connection) -> Self {
+        // kube-apiserver dials with authority "localhost".
+        let origin = http::Uri::from_static("http://localhost");
         match api {
-            ApiVersion::V1 => {
-                Client::V1(v1::external_jwt_signer_client::ExternalJwtSignerClient::new(channel))
-            }
+            ApiVersion::V1 => Client::V1(
+                v1::external_jwt_signer_client::ExternalJwtSignerClient::with_origin(
+                    connection, origin,
+                ),
+            ),
             ApiVersion::V1alpha1 => Client::V1alpha1(
-                v1alpha1::external_jwt_signer_client::ExternalJwtSignerClient::new(channel),
+                v1alpha1::external_jwt_signer_client::ExternalJwtSignerClient::with_origin(
+                    connection, origin,
+                ),
             ),
         }
     }
