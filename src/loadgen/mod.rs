@@ -72,10 +72,11 @@ pub struct BenchArgs {
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 
-    /// Threads of the load generator's own runtime (default: one per core). On a machine the
-    /// signer shares, fewer threads leave it more CPU.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub threads: Option<u32>,
+    /// Threads of the load generator's own runtime. One thread (the default) costs the least
+    /// CPU and adds the least latency per call on a machine the signer shares; more threads
+    /// help only when one core cannot generate the load.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -225,15 +226,17 @@ impl LoadPlan {
 /// start (64 for a flag mistake) or when any call failed.
 pub fn main(args: &BenchArgs) -> ExitCode {
     let outcome = LoadPlan::from_args(args).and_then(|plan| {
-        let threads = args.threads.map_or_else(
-            || std::thread::available_parallelism().map_or(1, |n| n.get()),
-            |n| n as usize,
-        );
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-            .map_err(BenchError::Runtime)?;
+        let runtime = match args.threads {
+            // One thread: everything on the calling thread, no cross-thread wake-ups.
+            1 => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            threads => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads as usize)
+                .enable_all()
+                .build(),
+        }
+        .map_err(BenchError::Runtime)?;
         runtime.block_on(run(&plan, Progress::when_terminal()))
     });
     match outcome {
