@@ -4,6 +4,8 @@
 //!   and ring (always: a dev-dependency), ES512 on aws-lc-rs only;
 //! - `raw_sign_2_threads/<provider>/<alg>`: the same on two threads at once, the machine's
 //!   raw signing rate the RPC throughput target is compared with;
+//! - `raw_sign_cold_cache/<provider>/<alg>`: one signature after 4 MiB of other memory
+//!   traffic (ES256, RS256-2048), what a concurrency-1 Sign pays;
 //! - `jws/check_claims` and `jws/sign/<alg>`: signet's Sign step without gRPC — claims check,
 //!   key-set snapshot, signing input, signature, base64url — through this build's provider.
 //!
@@ -15,7 +17,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use signet::keyring::{KeyRing, KeySet, PublishedKey};
 use signet::keys::Algorithm;
 use signet::signer::TokenSigner;
@@ -128,6 +130,35 @@ fn raw_sign(c: &mut Criterion) {
             BenchmarkId::new(*provider, spec.name()),
             input,
             |b, input| b.iter_custom(|iters| sign_on_two_threads(sign, input, iters)),
+        );
+    }
+    group.finish();
+
+    // Each signature after 4 MiB of unrelated memory traffic, as between two calls of a
+    // concurrency-1 load where the client and the kernel run in between: caches and branch
+    // predictors start cold, which is what a Sign RPC at concurrency 1 pays.
+    let mut group = c.benchmark_group("raw_sign_cold_cache");
+    group.throughput(Throughput::Elements(1));
+    let mut scratch = vec![0u8; 4 << 20];
+    for (provider, spec, sign, input) in &signers {
+        if spec.alg != Algorithm::ES256 && spec.rsa_bits != 2048 {
+            continue;
+        }
+        group.bench_with_input(
+            BenchmarkId::new(*provider, spec.name()),
+            input,
+            |b, input| {
+                b.iter_batched(
+                    || {
+                        for (i, byte) in scratch.iter_mut().enumerate().step_by(64) {
+                            *byte = byte.wrapping_add(i as u8);
+                        }
+                        black_box(&scratch);
+                    },
+                    |()| sign(black_box(input)),
+                    BatchSize::PerIteration,
+                )
+            },
         );
     }
     group.finish();
