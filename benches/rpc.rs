@@ -1,5 +1,6 @@
 //! Whole RPCs as kube-apiserver makes them: a tonic client (`signet bench`'s HTTP/2 transport) over a real Unix socket to a signet
-//! server in the same process (multi-thread runtime), one call at a time, so each figure is
+//! server in the same process (server on a multi-thread runtime, client on its own
+//! current-thread runtime), one call at a time, so each figure is
 //! the concurrency-1 latency of that RPC:
 //!
 //! - `rpc/metadata`: the empty-RPC floor (transport, HTTP/2, protobuf, dispatch);
@@ -28,11 +29,15 @@ use tokio::runtime::Runtime;
 use common::{KeySpec, CLAIMS};
 
 /// A signet serving `keys` on a socket in its own temporary directory, and a client for it.
-/// The server lives as long as the runtime; the directory as long as the returned guard.
+/// The server runs on `server` (a multi-thread runtime, as in `signet serve`), the client's
+/// connection on `client` (one thread, as in `signet bench`), so the two do not share worker
+/// threads. The server lives as long as its runtime; the directory as long as the guard.
 fn start(
-    runtime: &Runtime,
+    server: &Runtime,
+    client: &Runtime,
     keys: Vec<SigningKey>,
 ) -> (ExternalJwtSignerClient<Connection>, tempfile::TempDir) {
+    let runtime = server;
     let published = keys.iter().map(PublishedKey::of).collect();
     let set = KeySet::new(keys.into_iter().next(), published, SystemTime::now()).unwrap();
     let signer = Arc::new(TokenSigner::new(
@@ -52,9 +57,7 @@ fn start(
         Duration::from_secs(1),
         std::future::pending(),
     ));
-    let connection = runtime
-        .block_on(signet::loadgen::connect(&address))
-        .unwrap();
+    let connection = client.block_on(signet::loadgen::connect(&address)).unwrap();
     let origin = tonic::codegen::http::Uri::from_static("http://localhost");
     (
         ExternalJwtSignerClient::with_origin(connection, origin),
@@ -63,7 +66,11 @@ fn start(
 }
 
 fn rpc(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
@@ -71,7 +78,7 @@ fn rpc(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
 
     let (es256, _) = common::generate(KeySpec::ec(Algorithm::ES256));
-    let (client, _dir) = start(&runtime, vec![es256]);
+    let (client, _dir) = start(&server, &runtime, vec![es256]);
     group.bench_function("metadata", |b| {
         b.to_async(&runtime).iter(|| {
             let mut client = client.clone();
@@ -93,7 +100,7 @@ fn rpc(c: &mut Criterion) {
     });
 
     let (rs2048, _) = common::generate(KeySpec::rsa(2048));
-    let (rsa_client, _rsa_dir) = start(&runtime, vec![rs2048]);
+    let (rsa_client, _rsa_dir) = start(&server, &runtime, vec![rs2048]);
     group.bench_function(BenchmarkId::new("sign", "RS256-2048"), |b| {
         b.to_async(&runtime).iter(|| {
             let mut client = rsa_client.clone();
@@ -112,7 +119,7 @@ fn rpc(c: &mut Criterion) {
         let keys = (0..count)
             .map(|_| common::generate(KeySpec::ec(Algorithm::ES256)).0)
             .collect();
-        let (client, _dir) = start(&runtime, keys);
+        let (client, _dir) = start(&server, &runtime, keys);
         group.bench_function(BenchmarkId::new("fetch_keys", count), |b| {
             b.to_async(&runtime).iter(|| {
                 let mut client = client.clone();
