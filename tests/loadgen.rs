@@ -14,9 +14,13 @@ use signet::server::{serve, Listener, SocketAddress};
 use signet::signer::TokenSigner;
 use tokio::sync::oneshot;
 
-/// A signet serving an in-memory ES256 key on `socket` until the returned sender fires.
-fn start_signet(runtime: &tokio::runtime::Runtime, socket: &Path) -> oneshot::Sender<()> {
-    let (key, _) = LocalKey::generate(Algorithm::ES256, 2048).unwrap();
+/// A signet serving an in-memory `alg` key on `socket` until the returned sender fires.
+fn start_signet(
+    runtime: &tokio::runtime::Runtime,
+    socket: &Path,
+    alg: Algorithm,
+) -> oneshot::Sender<()> {
+    let (key, _) = LocalKey::generate(alg, 2048).unwrap();
     let key = SigningKey::new(Arc::new(key));
     let keys = KeySet::new(
         Some(key.clone()),
@@ -112,7 +116,7 @@ fn bench_drives_signet_over_v1_and_v1alpha1() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("signet.sock");
-    let stop = start_signet(&runtime, &socket);
+    let stop = start_signet(&runtime, &socket, Algorithm::ES256);
 
     let sign = run_json(&socket, "sign", &[]);
     assert_clean_run(&sign, &["sign"]);
@@ -128,11 +132,26 @@ fn bench_drives_signet_over_v1_and_v1alpha1() {
 }
 
 #[test]
+fn bench_drives_signs_that_run_on_the_signing_threads() {
+    // ES384 signs off the executor (on signet's signing threads): the path must answer every
+    // call, under concurrency, over the socket.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("signet.sock");
+    let stop = start_signet(&runtime, &socket, Algorithm::ES384);
+
+    let mix = run_json(&socket, "mix", &[]);
+    assert_clean_run(&mix, &["fetchkeys", "metadata", "sign"]);
+
+    let _ = stop.send(());
+}
+
+#[test]
 fn bench_counts_refused_signs_by_grpc_code() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("signet.sock");
-    let stop = start_signet(&runtime, &socket);
+    let stop = start_signet(&runtime, &socket, Algorithm::ES256);
     // Valid base64url, but of a JSON array: signet answers INVALID_ARGUMENT.
     let claims = dir.path().join("claims.txt");
     std::fs::write(&claims, "WzFd\n").unwrap();

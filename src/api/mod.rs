@@ -2,7 +2,9 @@
 //!
 //! The two packages are identical on the wire, so `build.rs` maps the `v1alpha1` messages onto
 //! the `v1` Rust types and one [`ExternalJwtSignerService`] implements both service traits.
-//! The adapter translates messages and errors; all decisions live in [`crate::signer`].
+//! The adapter translates messages and errors; all decisions live in [`crate::signer`]. The
+//! one thing it chooses is where a signature is computed: inline, or on the signing threads
+//! for keys that are slow or block (see [`crate::keys::JwsSigner::signs_without_blocking`]).
 
 mod signing_pool;
 mod status;
