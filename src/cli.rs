@@ -42,6 +42,9 @@ pub enum Command {
     /// Check a token against the keys a running signer publishes (FetchKeys over its socket).
     /// Exit 0: verified; 1: does not verify; 2: cannot be checked.
     Verify(VerifyArgs),
+    /// Load a running ExternalJWTSigner (signet or any other) over its socket and report
+    /// throughput and latency percentiles.
+    Bench(crate::loadgen::BenchArgs),
 }
 
 #[derive(Debug, Args)]

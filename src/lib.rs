@@ -15,6 +15,7 @@
 //! - [`lifecycle`]: next → active → retired → removed, rotation policy and clock;
 //! - [`backend`]: where keys are stored and signed (memory, directory), behind one trait;
 //! - [`admin`]: the admin socket's `KeyAdmin` service and the `signet keys` client.
+//! - [`loadgen`]: `signet bench`, a load generator for any ExternalJWTSigner.
 
 pub mod admin;
 pub mod api;
@@ -26,6 +27,7 @@ pub mod jws;
 pub mod keyring;
 pub mod keys;
 pub mod lifecycle;
+pub mod loadgen;
 pub mod logging;
 pub mod server;
 pub mod signer;

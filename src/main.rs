@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&args),
         Command::Keys(args) => keys(args.command),
         Command::Verify(args) => verify(&args),
+        Command::Bench(args) => signet::loadgen::main(&args),
     }
 }
 

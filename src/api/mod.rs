@@ -2,8 +2,11 @@
 //!
 //! The two packages are identical on the wire, so `build.rs` maps the `v1alpha1` messages onto
 //! the `v1` Rust types and one [`ExternalJwtSignerService`] implements both service traits.
-//! The adapter translates messages and errors; all decisions live in [`crate::signer`].
+//! The adapter translates messages and errors; all decisions live in [`crate::signer`]. The
+//! one thing it chooses is where a signature is computed: inline, or on the signing threads
+//! for keys that are slow or block (see [`crate::keys::JwsSigner::signs_without_blocking`]).
 
+mod signing_pool;
 mod status;
 
 use std::sync::Arc;
@@ -54,6 +57,7 @@ struct PreparedKeys {
 pub struct ExternalJwtSignerService {
     signer: Arc<TokenSigner>,
     prepared: Arc<ArcSwapOption<PreparedKeys>>,
+    signing_pool: Arc<signing_pool::SigningPool>,
 }
 
 impl ExternalJwtSignerService {
@@ -61,6 +65,7 @@ impl ExternalJwtSignerService {
         Self {
             signer,
             prepared: Arc::new(ArcSwapOption::empty()),
+            signing_pool: Arc::default(),
         }
     }
 
@@ -72,6 +77,25 @@ impl ExternalJwtSignerService {
     /// The `v1alpha1` service (kube-apiserver 1.32 and 1.33).
     pub fn v1alpha1(&self) -> v1alpha1::external_jwt_signer_server::ExternalJwtSignerServer<Self> {
         v1alpha1::external_jwt_signer_server::ExternalJwtSignerServer::new(self.clone())
+    }
+
+    /// Signs inline when the active key signs without blocking (ES256), otherwise on the
+    /// signing threads, so a slow signature never holds up the executor.
+    async fn sign_placed(&self, request: SignJwtRequest) -> Result<SignJwtResponse, Status> {
+        let inline = self
+            .signer
+            .keyring()
+            .load()
+            .signing_key()
+            .is_none_or(|key| key.signs_without_blocking());
+        if inline {
+            return self.sign(request);
+        }
+        let service = self.clone();
+        self.signing_pool
+            .run(move || service.sign(request))
+            .await
+            .unwrap_or_else(|| Err(Status::internal("the signing thread failed")))
     }
 
     fn sign(&self, request: SignJwtRequest) -> Result<SignJwtResponse, Status> {
@@ -134,7 +158,9 @@ macro_rules! impl_external_jwt_signer {
                 &self,
                 request: Request<SignJwtRequest>,
             ) -> Result<Response<SignJwtResponse>, Status> {
-                ExternalJwtSignerService::sign(self, request.into_inner()).map(Response::new)
+                self.sign_placed(request.into_inner())
+                    .await
+                    .map(Response::new)
             }
 
             async fn fetch_keys(

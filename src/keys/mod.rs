@@ -66,6 +66,13 @@ pub trait JwsSigner: Send + Sync + fmt::Debug {
     fn public_key_der(&self) -> &[u8];
     /// Signs `signing_input` (`header "." claims`), returning the JWS signature bytes.
     fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, KeyError>;
+    /// Whether one signature is cheap enough to compute on an async executor thread: tens of
+    /// microseconds of CPU and no waiting. The default, `false`, suits keys that compute for
+    /// longer or wait on a device or a network; the server signs with those on its own
+    /// signing threads so that they never hold up other calls (see BENCHMARKS.md).
+    fn signs_without_blocking(&self) -> bool {
+        false
+    }
 }
 
 /// The kid rule kube-apiserver uses for its own keys: base64url (no padding) of the SHA-256 of
@@ -82,6 +89,7 @@ pub struct SigningKey {
     alg: Algorithm,
     public_key_der: Bytes,
     encoded_header: Arc<str>,
+    signs_without_blocking: bool,
     signer: Arc<dyn JwsSigner>,
 }
 
@@ -101,6 +109,7 @@ impl SigningKey {
             kid: kid.into(),
             alg,
             encoded_header: encoded_header.into(),
+            signs_without_blocking: signer.signs_without_blocking(),
             signer,
         }
     }
@@ -121,6 +130,11 @@ impl SigningKey {
     /// The JWS protected header for this key, already base64url-encoded without padding.
     pub fn encoded_header(&self) -> &str {
         &self.encoded_header
+    }
+
+    /// See [`JwsSigner::signs_without_blocking`].
+    pub fn signs_without_blocking(&self) -> bool {
+        self.signs_without_blocking
     }
 
     /// Signs a complete JWS signing input.

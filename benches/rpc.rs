@@ -1,0 +1,138 @@
+//! Whole RPCs as kube-apiserver makes them: a tonic client (`signet bench`'s HTTP/2 transport) over a real Unix socket to a signet
+//! server in the same process (server on a multi-thread runtime, client on its own
+//! current-thread runtime), one call at a time, so each figure is
+//! the concurrency-1 latency of that RPC:
+//!
+//! - `rpc/metadata`: the empty-RPC floor (transport, HTTP/2, protobuf, dispatch);
+//! - `rpc/sign/<alg>`: a Sign with the real claims of a pod-bound token;
+//! - `rpc/fetch_keys/<n>`: FetchKeys with 3 and 20 published keys.
+//!
+//! Run: `cargo bench --bench rpc`. For throughput under concurrency use `signet bench`.
+
+mod common;
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use signet::api::v1::external_jwt_signer_client::ExternalJwtSignerClient;
+use signet::api::v1::{FetchKeysRequest, MetadataRequest, SignJwtRequest};
+use signet::api::ExternalJwtSignerService;
+use signet::keyring::{KeyRing, KeySet, PublishedKey};
+use signet::keys::{Algorithm, SigningKey};
+use signet::loadgen::Connection;
+use signet::server::{serve, Listener, SocketAddress};
+use signet::signer::TokenSigner;
+use tokio::runtime::Runtime;
+
+use common::{KeySpec, CLAIMS};
+
+/// A signet serving `keys` on a socket in its own temporary directory, and a client for it.
+/// The server runs on `server` (a multi-thread runtime, as in `signet serve`), the client's
+/// connection on `client` (one thread, as in `signet bench`), so the two do not share worker
+/// threads. The server lives as long as its runtime; the directory as long as the guard.
+fn start(
+    server: &Runtime,
+    client: &Runtime,
+    keys: Vec<SigningKey>,
+) -> (ExternalJwtSignerClient<Connection>, tempfile::TempDir) {
+    let runtime = server;
+    let published = keys.iter().map(PublishedKey::of).collect();
+    let set = KeySet::new(keys.into_iter().next(), published, SystemTime::now()).unwrap();
+    let signer = Arc::new(TokenSigner::new(
+        Arc::new(KeyRing::new(set)),
+        Duration::from_secs(86_400),
+        Duration::from_secs(60),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let address = SocketAddress::Path(dir.path().join("signet.sock"));
+    let listener = {
+        let _guard = runtime.enter();
+        Listener::bind(&address, 0o600, &[]).unwrap()
+    };
+    runtime.spawn(serve(
+        listener,
+        ExternalJwtSignerService::new(signer),
+        Duration::from_secs(1),
+        std::future::pending(),
+    ));
+    let connection = client.block_on(signet::loadgen::connect(&address)).unwrap();
+    let origin = tonic::codegen::http::Uri::from_static("http://localhost");
+    (
+        ExternalJwtSignerClient::with_origin(connection, origin),
+        dir,
+    )
+}
+
+fn rpc(c: &mut Criterion) {
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("rpc");
+    group.throughput(Throughput::Elements(1));
+
+    let (es256, _) = common::generate(KeySpec::ec(Algorithm::ES256));
+    let (client, _dir) = start(&server, &runtime, vec![es256]);
+    group.bench_function("metadata", |b| {
+        b.to_async(&runtime).iter(|| {
+            let mut client = client.clone();
+            async move { client.metadata(MetadataRequest {}).await.unwrap() }
+        })
+    });
+    group.bench_function(BenchmarkId::new("sign", "ES256"), |b| {
+        b.to_async(&runtime).iter(|| {
+            let mut client = client.clone();
+            async move {
+                client
+                    .sign(SignJwtRequest {
+                        claims: black_box(CLAIMS).to_owned(),
+                    })
+                    .await
+                    .unwrap()
+            }
+        })
+    });
+
+    let (rs2048, _) = common::generate(KeySpec::rsa(2048));
+    let (rsa_client, _rsa_dir) = start(&server, &runtime, vec![rs2048]);
+    group.bench_function(BenchmarkId::new("sign", "RS256-2048"), |b| {
+        b.to_async(&runtime).iter(|| {
+            let mut client = rsa_client.clone();
+            async move {
+                client
+                    .sign(SignJwtRequest {
+                        claims: black_box(CLAIMS).to_owned(),
+                    })
+                    .await
+                    .unwrap()
+            }
+        })
+    });
+
+    for count in [3, 20] {
+        let keys = (0..count)
+            .map(|_| common::generate(KeySpec::ec(Algorithm::ES256)).0)
+            .collect();
+        let (client, _dir) = start(&server, &runtime, keys);
+        group.bench_function(BenchmarkId::new("fetch_keys", count), |b| {
+            b.to_async(&runtime).iter(|| {
+                let mut client = client.clone();
+                async move {
+                    let keys = client.fetch_keys(FetchKeysRequest {}).await.unwrap();
+                    assert_eq!(keys.get_ref().keys.len(), count);
+                    keys
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, rpc);
+criterion_main!(benches);

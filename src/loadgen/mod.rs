@@ -1,0 +1,713 @@
+//! `signet bench`: a load generator for any ExternalJWTSigner, driving it over its Unix socket
+//! the way kube-apiserver does (cleartext HTTP/2 with prior knowledge, authority `localhost`,
+//! one connection unless told otherwise) and reporting throughput and latency percentiles.
+//!
+//! It is a client only: it never reads signet's internals, so it measures signet and any other
+//! implementation alike. It never prints the claims it sends or the signatures it gets back.
+
+mod report;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tonic::codegen::http;
+
+use crate::api::v1::{FetchKeysRequest, MetadataRequest, SignJwtRequest};
+use crate::api::{v1, v1alpha1};
+use crate::cli::parse_duration;
+use crate::config::EXIT_CONFIG;
+use crate::server::SocketAddress;
+
+pub use report::{LatencySummary, Report, RpcReport};
+
+/// The default Sign payload: a real kube-apiserver v1.36.2 claims string for a pod-bound token
+/// (see `benches/fixtures/README.md` for its origin).
+pub const DEFAULT_CLAIMS: &str =
+    include_str!("../../benches/fixtures/apiserver-claims-pod-bound.txt");
+
+/// `signet bench` flags.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Socket of the signer to load: an absolute path, or `@name` for an abstract socket.
+    #[arg(long)]
+    pub socket: String,
+
+    /// Which RPC to call. `mix` sends 90% Sign, 9% FetchKeys and 1% Metadata.
+    #[arg(long, value_enum, default_value_t = RpcChoice::Sign)]
+    pub rpc: RpcChoice,
+
+    /// API package to call: v1 (kube-apiserver 1.34+) or v1alpha1 (1.32, 1.33).
+    #[arg(long, value_enum, default_value_t = ApiVersion::V1)]
+    pub api: ApiVersion,
+
+    /// Calls in flight at once (each a task that sends its next call when the last returns).
+    #[arg(long, short = 'c', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+
+    /// How long to measure, after the warm-up (e.g. 10s, 1m, 500ms).
+    #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// How long to send calls before measuring (connections and caches warm up; not reported).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// HTTP/2 connections to spread the calls over. kube-apiserver uses one.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub connections: u32,
+
+    /// File holding the `claims` string to sign (base64url JSON, as kube-apiserver sends it).
+    /// Default: a real pod-bound token's claims from kube-apiserver v1.36.
+    #[arg(long, value_name = "PATH")]
+    pub claims_file: Option<PathBuf>,
+
+    /// Report format.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// Threads of the load generator's own runtime. One thread (the default) costs the least
+    /// CPU and adds the least latency per call on a machine the signer shares; more threads
+    /// help only when one core cannot generate the load.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RpcChoice {
+    Sign,
+    Fetchkeys,
+    Metadata,
+    Mix,
+}
+
+/// One RPC of the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rpc {
+    Sign,
+    FetchKeys,
+    Metadata,
+}
+
+impl Rpc {
+    const ALL: [Rpc; 3] = [Rpc::Sign, Rpc::FetchKeys, Rpc::Metadata];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rpc::Sign => "sign",
+            Rpc::FetchKeys => "fetchkeys",
+            Rpc::Metadata => "metadata",
+        }
+    }
+}
+
+impl RpcChoice {
+    /// The RPC for a task's `n`th call. The mix is deterministic so runs compare.
+    fn pick(self, n: u64) -> Rpc {
+        match self {
+            RpcChoice::Sign => Rpc::Sign,
+            RpcChoice::Fetchkeys => Rpc::FetchKeys,
+            RpcChoice::Metadata => Rpc::Metadata,
+            RpcChoice::Mix => match n % 100 {
+                0..=89 => Rpc::Sign,
+                90..=98 => Rpc::FetchKeys,
+                _ => Rpc::Metadata,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiVersion {
+    V1,
+    V1alpha1,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// Why a load run could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    #[error("invalid --socket: {0}")]
+    Socket(String),
+    #[error("--duration must be more than zero")]
+    ZeroDuration,
+    #[error("cannot read --claims-file {path}: {source}")]
+    ClaimsFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--claims-file {0} is empty")]
+    EmptyClaims(PathBuf),
+    #[error("cannot connect to {socket}: {reason}")]
+    Connect { socket: String, reason: String },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl BenchError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            BenchError::Socket(_)
+            | BenchError::ZeroDuration
+            | BenchError::ClaimsFile { .. }
+            | BenchError::EmptyClaims(_) => ExitCode::from(EXIT_CONFIG),
+            BenchError::Connect { .. } | BenchError::Runtime(_) => ExitCode::FAILURE,
+        }
+    }
+}
+
+/// Everything a run needs, checked.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    pub socket: SocketAddress,
+    pub rpc: RpcChoice,
+    pub api: ApiVersion,
+    pub concurrency: u32,
+    pub connections: u32,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub claims: String,
+}
+
+impl LoadPlan {
+    pub fn from_args(args: &BenchArgs) -> Result<Self, BenchError> {
+        let socket = SocketAddress::parse(&args.socket).map_err(BenchError::Socket)?;
+        if args.duration.is_zero() {
+            return Err(BenchError::ZeroDuration);
+        }
+        let claims = match &args.claims_file {
+            None => DEFAULT_CLAIMS.to_owned(),
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| BenchError::ClaimsFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let claims = text.trim().to_owned();
+                if claims.is_empty() {
+                    return Err(BenchError::EmptyClaims(path.clone()));
+                }
+                claims
+            }
+        };
+        Ok(Self {
+            socket,
+            rpc: args.rpc,
+            api: args.api,
+            concurrency: args.concurrency,
+            connections: args.connections,
+            warmup: args.warmup,
+            duration: args.duration,
+            claims,
+        })
+    }
+}
+
+/// Runs `signet bench`: prints the report on stdout; exits non-zero when the run could not
+/// start (64 for a flag mistake) or when any call failed.
+pub fn main(args: &BenchArgs) -> ExitCode {
+    let outcome = LoadPlan::from_args(args).and_then(|plan| {
+        let runtime = match args.threads {
+            // One thread: everything on the calling thread, no cross-thread wake-ups.
+            1 => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            threads => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads as usize)
+                .enable_all()
+                .build(),
+        }
+        .map_err(BenchError::Runtime)?;
+        runtime.block_on(run(&plan, Progress::when_terminal()))
+    });
+    match outcome {
+        Ok(report) => {
+            let printed = match args.output {
+                OutputFormat::Text => report.to_text(),
+                OutputFormat::Json => report.to_json() + "\n",
+            };
+            print!("{printed}");
+            if report.errors_total() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => {
+            eprintln!("signet bench: {err}");
+            err.exit_code()
+        }
+    }
+}
+
+/// Whether and how to show a live progress line on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Hidden,
+    Terminal,
+}
+
+impl Progress {
+    /// A progress line only when a person is watching: stderr is a terminal.
+    pub fn when_terminal() -> Self {
+        use std::io::IsTerminal as _;
+        if std::io::stderr().is_terminal() {
+            Progress::Terminal
+        } else {
+            Progress::Hidden
+        }
+    }
+}
+
+/// Connects `plan.connections` HTTP/2 connections, runs the warm-up then the measured phase
+/// with `plan.concurrency` tasks, and summarises what happened.
+pub async fn run(plan: &LoadPlan, progress: Progress) -> Result<Report, BenchError> {
+    let mut connections = Vec::with_capacity(plan.connections as usize);
+    for _ in 0..plan.connections {
+        connections.push(connect(&plan.socket).await?);
+    }
+
+    let counters = Arc::new(Counters::default());
+    let started = Instant::now();
+    let timing = Timing {
+        measure_from: started + plan.warmup,
+        end: started + plan.warmup + plan.duration,
+    };
+    let claims: Arc<str> = plan.claims.as_str().into();
+    let mut tasks = Vec::with_capacity(plan.concurrency as usize);
+    for task in 0..plan.concurrency {
+        let connection = connections[task as usize % connections.len()].clone();
+        let client = Client::new(plan.api, connection);
+        let job = Job {
+            rpc: plan.rpc,
+            // Stagger the mix so that tasks do not all call FetchKeys at the same moment.
+            first_call: u64::from(task) * 37,
+            claims: claims.clone(),
+            timing,
+            counters: counters.clone(),
+        };
+        tasks.push(tokio::spawn(job.run(client)));
+    }
+    let ticker = (progress == Progress::Terminal).then(|| {
+        tokio::spawn(show_progress(
+            counters.clone(),
+            started,
+            timing,
+            plan.warmup,
+            plan.duration,
+        ))
+    });
+
+    let mut tally = Tally::new();
+    for task in tasks {
+        let done = task.await.expect("a load task panicked");
+        tally.merge(done);
+    }
+    if let Some(ticker) = ticker {
+        ticker.abort();
+        let _ = ticker.await;
+        eprint!("\r\x1b[K");
+    }
+    let measured = tally
+        .last_finish
+        .map_or(plan.duration, |last| {
+            last.saturating_duration_since(timing.measure_from)
+        })
+        .max(Duration::from_micros(1));
+    Ok(Report::new(plan, measured, &tally))
+}
+
+/// One HTTP/2 connection, as kube-apiserver opens it: plaintext, prior knowledge, authority
+/// `localhost`, over the Unix socket.
+///
+/// The generated client drives hyper's HTTP/2 connection directly rather than through tonic's
+/// `Channel`, whose request buffer adds a task hop (and CPU the signer under test would
+/// otherwise have) to every call; like grpc-go, each call is handed straight to the task that
+/// owns the connection.
+pub async fn connect(socket: &SocketAddress) -> Result<Connection, BenchError> {
+    let failed = |err: &dyn std::error::Error| BenchError::Connect {
+        socket: socket.to_string(),
+        reason: error_chain(err),
+    };
+    let io = dial(socket).map_err(|err| failed(&err))?;
+    let (send, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|err| failed(&err))?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            eprintln!("signet bench: connection closed: {}", error_chain(&err));
+        }
+    });
+    Ok(Connection { send })
+}
+
+/// An HTTP/2 connection to the signer, usable as the transport of the generated clients.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    send: hyper::client::conn::http2::SendRequest<tonic::body::Body>,
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Connection {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.send.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.send.send_request(request))
+    }
+}
+
+/// Connecting a Unix stream socket completes at once or fails (no handshake to wait for), so
+/// the standard library's blocking connect is fine here and handles abstract names.
+fn dial(address: &SocketAddress) -> std::io::Result<tokio::net::UnixStream> {
+    let stream = match address {
+        SocketAddress::Path(path) => std::os::unix::net::UnixStream::connect(path)?,
+        SocketAddress::Abstract(name) => {
+            use std::os::linux::net::SocketAddrExt as _;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+            std::os::unix::net::UnixStream::connect_addr(&addr)?
+        }
+    };
+    stream.set_nonblocking(true)?;
+    tokio::net::UnixStream::from_std(stream)
+}
+
+/// `err` and its sources, joined: tonic's transport errors say little at the top level.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The generated client of the chosen API package.
+enum Client {
+    V1(v1::external_jwt_signer_client::ExternalJwtSignerClient<Connection>),
+    V1alpha1(v1alpha1::external_jwt_signer_client::ExternalJwtSignerClient<Connection>),
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Client::V1(_) => "Client::V1",
+            Client::V1alpha1(_) => "Client::V1alpha1",
+        })
+    }
+}
+
+/// How one call ended, for the tally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CallError {
+    /// The server answered with this gRPC status.
+    Status(tonic::Code, String),
+    /// The server answered OK with a response kube-apiserver would reject.
+    InvalidResponse(&'static str),
+}
+
+impl CallError {
+    fn label(&self) -> String {
+        match self {
+            CallError::Status(code, _) => format!("{code:?}"),
+            CallError::InvalidResponse(_) => "InvalidResponse".to_owned(),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            CallError::Status(_, message) => message.clone(),
+            CallError::InvalidResponse(why) => (*why).to_owned(),
+        }
+    }
+}
+
+impl From<tonic::Status> for CallError {
+    fn from(status: tonic::Status) -> Self {
+        CallError::Status(status.code(), status.message().to_owned())
+    }
+}
+
+/// Both clients have the same methods over the same types; one body each.
+macro_rules! call_rpc {
+    ($client:expr, $rpc:expr, $claims:expr) => {
+        match $rpc {
+            Rpc::Sign => {
+                let response = $client
+                    .sign(SignJwtRequest {
+                        claims: $claims.to_owned(),
+                    })
+                    .await?
+                    .into_inner();
+                if response.header.is_empty() || response.signature.is_empty() {
+                    return Err(CallError::InvalidResponse(
+                        "Sign returned an empty header or signature",
+                    ));
+                }
+                Ok(())
+            }
+            Rpc::FetchKeys => {
+                let response = $client.fetch_keys(FetchKeysRequest {}).await?.into_inner();
+                if response.keys.is_empty() {
+                    return Err(CallError::InvalidResponse("FetchKeys returned no keys"));
+                }
+                Ok(())
+            }
+            Rpc::Metadata => {
+                $client.metadata(MetadataRequest {}).await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+impl Client {
+    fn new(api: ApiVersion, connection: Connection) -> Self {
+        // kube-apiserver dials with authority "localhost".
+        let origin = http::Uri::from_static("http://localhost");
+        match api {
+            ApiVersion::V1 => Client::V1(
+                v1::external_jwt_signer_client::ExternalJwtSignerClient::with_origin(
+                    connection, origin,
+                ),
+            ),
+            ApiVersion::V1alpha1 => Client::V1alpha1(
+                v1alpha1::external_jwt_signer_client::ExternalJwtSignerClient::with_origin(
+                    connection, origin,
+                ),
+            ),
+        }
+    }
+
+    async fn call(&mut self, rpc: Rpc, claims: &str) -> Result<(), CallError> {
+        match self {
+            Client::V1(client) => call_rpc!(client, rpc, claims),
+            Client::V1alpha1(client) => call_rpc!(client, rpc, claims),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// Calls that start before this are warm-up and not reported.
+    measure_from: Instant,
+    /// No call starts at or after this.
+    end: Instant,
+}
+
+/// Live totals for the progress line (the report is built from each task's own tally).
+#[derive(Debug, Default)]
+struct Counters {
+    calls: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// One task's share of the load: call, wait for the answer, repeat until the end.
+#[derive(Debug)]
+struct Job {
+    rpc: RpcChoice,
+    first_call: u64,
+    claims: Arc<str>,
+    timing: Timing,
+    counters: Arc<Counters>,
+}
+
+impl Job {
+    async fn run(self, mut client: Client) -> Tally {
+        let mut tally = Tally::new();
+        let mut n = self.first_call;
+        loop {
+            let started = Instant::now();
+            if started >= self.timing.end {
+                break;
+            }
+            let rpc = self.rpc.pick(n);
+            n += 1;
+            let outcome = client.call(rpc, &self.claims).await;
+            let finished = Instant::now();
+            self.counters.calls.fetch_add(1, Ordering::Relaxed);
+            if outcome.is_err() {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            if started >= self.timing.measure_from {
+                tally.record(rpc, outcome, finished - started);
+                tally.last_finish = Some(tally.last_finish.map_or(finished, |t| t.max(finished)));
+            }
+        }
+        tally
+    }
+}
+
+/// Measured calls: latency of successful calls and errors by kind, per RPC.
+#[derive(Debug)]
+pub(crate) struct Tally {
+    latency: [Histogram<u64>; 3],
+    errors: [std::collections::BTreeMap<String, ErrorCount>; 3],
+    last_finish: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ErrorCount {
+    count: u64,
+    /// The first message seen, to help the operator (the server's text, not ours).
+    example: String,
+}
+
+/// Latencies from 1 µs to 60 s, in nanoseconds, to 3 significant digits.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            latency: [new_histogram(), new_histogram(), new_histogram()],
+            errors: Default::default(),
+            last_finish: None,
+        }
+    }
+
+    fn record(&mut self, rpc: Rpc, outcome: Result<(), CallError>, took: Duration) {
+        match outcome {
+            Ok(()) => self.latency[rpc.index()]
+                .saturating_record(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX)),
+            Err(err) => {
+                let entry = self.errors[rpc.index()].entry(err.label()).or_default();
+                if entry.count == 0 {
+                    entry.example = err.message();
+                }
+                entry.count += 1;
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        for (mine, theirs) in self.latency.iter_mut().zip(&other.latency) {
+            mine.add(theirs).expect("histograms share bounds");
+        }
+        for (mine, theirs) in self.errors.iter_mut().zip(other.errors) {
+            for (label, count) in theirs {
+                let entry = mine.entry(label).or_default();
+                if entry.count == 0 {
+                    entry.example = count.example;
+                }
+                entry.count += count.count;
+            }
+        }
+        self.last_finish = match (self.last_finish, other.last_finish) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+async fn show_progress(
+    counters: Arc<Counters>,
+    started: Instant,
+    timing: Timing,
+    warmup: Duration,
+    duration: Duration,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut previous = (Instant::now(), 0u64);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let calls = counters.calls.load(Ordering::Relaxed);
+        let errors = counters.errors.load(Ordering::Relaxed);
+        let rate = (calls - previous.1) as f64 / now.duration_since(previous.0).as_secs_f64();
+        previous = (now, calls);
+        let phase = if now < timing.measure_from {
+            format!(
+                "warm-up {:.1}/{:.1}s",
+                now.duration_since(started).as_secs_f64(),
+                warmup.as_secs_f64()
+            )
+        } else {
+            format!(
+                "measuring {:.1}/{:.1}s",
+                now.saturating_duration_since(timing.measure_from)
+                    .as_secs_f64()
+                    .min(duration.as_secs_f64()),
+                duration.as_secs_f64()
+            )
+        };
+        eprint!("\r\x1b[K{phase}  calls {calls}  errors {errors}  {rate:.0} calls/s");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mix_is_ninety_nine_one() {
+        let mut counts = [0u32; 3];
+        for n in 0..1000 {
+            counts[RpcChoice::Mix.pick(n).index()] += 1;
+        }
+        assert_eq!(counts, [900, 90, 10]);
+        assert_eq!(RpcChoice::Sign.pick(95), Rpc::Sign);
+    }
+
+    #[test]
+    fn default_claims_are_the_apiserver_fixture_verbatim() {
+        assert_eq!(DEFAULT_CLAIMS.len(), 711);
+        assert!(!DEFAULT_CLAIMS.contains(['\n', '=', ' ']));
+        crate::jws::check_claims(DEFAULT_CLAIMS, 86_400).unwrap();
+    }
+
+    #[test]
+    fn tally_keeps_latency_of_successes_and_counts_errors_by_code() {
+        let mut a = Tally::new();
+        a.record(Rpc::Sign, Ok(()), Duration::from_micros(100));
+        a.record(
+            Rpc::Sign,
+            Err(CallError::Status(tonic::Code::Unavailable, "down".into())),
+            Duration::from_micros(5),
+        );
+        let mut b = Tally::new();
+        b.record(Rpc::Sign, Ok(()), Duration::from_micros(300));
+        b.record(
+            Rpc::Sign,
+            Err(CallError::Status(tonic::Code::Unavailable, "again".into())),
+            Duration::from_micros(5),
+        );
+        a.merge(b);
+        assert_eq!(a.latency[Rpc::Sign.index()].len(), 2);
+        let unavailable = &a.errors[Rpc::Sign.index()]["Unavailable"];
+        assert_eq!(unavailable.count, 2);
+        assert_eq!(unavailable.example, "down");
+    }
+}
