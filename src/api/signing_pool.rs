@@ -30,6 +30,11 @@ impl SigningPool {
     ) -> Option<T> {
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
+            // The caller gave up (deadline passed, client went away): skip the signature
+            // rather than spend a core on a token nobody will receive.
+            if done.is_closed() {
+                return;
+            }
             if let Ok(value) = std::panic::catch_unwind(AssertUnwindSafe(work)) {
                 let _ = done.send(value);
             }
