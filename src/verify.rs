@@ -170,7 +170,7 @@ pub async fn fetch_keys(socket: &SocketAddress) -> Result<Vec<Key>, VerifyError>
             async move { target.connect().await.map(hyper_util::rt::TokioIo::new) }
         }))
         .await
-        .map_err(|err| connect_error(source_chain(&err)))?;
+        .map_err(|err| connect_error(crate::server::error_chain(&err)))?;
     let response = ExternalJwtSignerClient::new(channel)
         .fetch_keys(FetchKeysRequest {})
         .await
@@ -179,19 +179,6 @@ pub async fn fetch_keys(socket: &SocketAddress) -> Result<Vec<Key>, VerifyError>
             message: status.message().to_owned(),
         })?;
     Ok(response.into_inner().keys)
-}
-
-/// tonic's transport error says "transport error"; the cause (no such file, permission
-/// denied) is in its sources.
-fn source_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[derive(serde::Deserialize)]

@@ -346,16 +346,19 @@ pub async fn run(plan: &LoadPlan, progress: Progress) -> Result<Report, BenchErr
 pub async fn connect(socket: &SocketAddress) -> Result<Connection, BenchError> {
     let failed = |err: &dyn std::error::Error| BenchError::Connect {
         socket: socket.to_string(),
-        reason: error_chain(err),
+        reason: crate::server::error_chain(err),
     };
-    let io = dial(socket).map_err(|err| failed(&err))?;
+    let io = socket.connect().await.map_err(|err| failed(&err))?;
     let (send, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .handshake(TokioIo::new(io))
         .await
         .map_err(|err| failed(&err))?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {
-            eprintln!("signet bench: connection closed: {}", error_chain(&err));
+            eprintln!(
+                "signet bench: connection closed: {}",
+                crate::server::error_chain(&err)
+            );
         }
     });
     Ok(Connection { send })
@@ -384,33 +387,6 @@ impl tower::Service<http::Request<tonic::body::Body>> for Connection {
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         Box::pin(self.send.send_request(request))
     }
-}
-
-/// Connecting a Unix stream socket completes at once or fails (no handshake to wait for), so
-/// the standard library's blocking connect is fine here and handles abstract names.
-fn dial(address: &SocketAddress) -> std::io::Result<tokio::net::UnixStream> {
-    let stream = match address {
-        SocketAddress::Path(path) => std::os::unix::net::UnixStream::connect(path)?,
-        SocketAddress::Abstract(name) => {
-            use std::os::linux::net::SocketAddrExt as _;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-            std::os::unix::net::UnixStream::connect_addr(&addr)?
-        }
-    };
-    stream.set_nonblocking(true)?;
-    tokio::net::UnixStream::from_std(stream)
-}
-
-/// `err` and its sources, joined: tonic's transport errors say little at the top level.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The generated client of the chosen API package.

@@ -302,3 +302,17 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
         }
     })
 }
+
+/// An error and its sources, joined with ": ". tonic's and hyper's transport errors say little
+/// at the top level ("transport error"); the cause (no such file, permission denied) is in
+/// their sources. For client-side messages (`signet verify`, `signet bench`).
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
