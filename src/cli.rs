@@ -244,6 +244,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR", conflicts_with = "key_files")]
     pub key_dir: Option<PathBuf>,
 
+    /// With --key-dir: move removed keys into DIR/archive/ (mode 0700) instead of deleting
+    /// them, so which key signed an old token can still be proven. They are neither published
+    /// nor loaded again.
+    #[arg(long, requires = "key_dir")]
+    pub archive_removed_keys: bool,
+
     /// How long a new key is published before it signs [default: 2 x --refresh-hint].
     #[arg(long, value_parser = parse_duration)]
     pub publish_lead: Option<Duration>,

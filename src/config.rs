@@ -82,6 +82,8 @@ pub struct ServeConfig {
     pub publish_lead: Duration,
     /// Automatic rotation period; `None` = disabled.
     pub rotation_period: Option<Duration>,
+    /// Keep removed keys in the key directory's archive instead of deleting them.
+    pub archive_removed_keys: bool,
 }
 
 impl ServeConfig {
@@ -130,6 +132,7 @@ impl ServeConfig {
             oidc_http,
             publish_lead,
             rotation_period,
+            archive_removed_keys: args.archive_removed_keys,
         })
         .and_then(|config| {
             config

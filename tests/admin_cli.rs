@@ -468,3 +468,28 @@ async fn admin_calls_are_logged_with_the_caller_uid_and_never_the_key() {
         assert!(!log.contains(body_line), "key material in the log");
     }
 }
+
+/// With `--archive-removed-keys`, `keys remove` takes the key out of FetchKeys and the store
+/// but keeps its file, private, in the key directory's archive; without `--key-dir` the flag
+/// is a usage error.
+#[tokio::test]
+async fn removed_keys_are_archived_when_asked() {
+    let server = AdminServer::start_with(&[], &["--archive-removed-keys"]);
+    server.keys(&["rotate"]).ok();
+    let next = server.kid_in_state("next");
+    server.keys(&["retire", &next]).ok();
+    server.keys(&["remove", &next, "--force"]).ok();
+    assert!(!published_kids(&server.fetch_keys().await).contains(&next));
+    assert!(!server.key_dir.join(format!("{next}.pem")).exists());
+    let archived = server.key_dir.join("archive").join(format!("{next}.pem"));
+    let mode = std::fs::metadata(&archived)
+        .expect("the removed key is in the archive")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+
+    let (status, stderr) = common::run_to_exit(&["serve", "--archive-removed-keys"]);
+    assert_eq!(status.code(), Some(64), "{stderr}");
+}

@@ -270,3 +270,57 @@ fn init_refuses_a_non_empty_directory() {
     let err = DirectoryBackend::create(&path).unwrap_err();
     assert!(matches!(err, StoreError::NotEmpty { .. }), "{err}");
 }
+
+#[test]
+fn an_archiving_directory_store_moves_removed_keys_aside() {
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = private_tempdir();
+    let path = dir.path().join("keys");
+    let backend = DirectoryBackend::create(&path).unwrap().with_archive(true);
+    let kid = backend
+        .generate(Algorithm::ES256, 2048)
+        .unwrap()
+        .kid()
+        .to_owned();
+    backend.delete(&kid).unwrap();
+
+    // Gone from the store: not listed, not loadable.
+    assert!(!backend.kids().unwrap().contains(&kid));
+    assert!(matches!(
+        backend.load(&kid),
+        Err(StoreError::KeyNotFound(_))
+    ));
+    // Kept, private, in the archive, and still the same key.
+    let archive = path.join(DirectoryBackend::ARCHIVE_DIR);
+    let archived = archive.join(format!("{kid}.pem"));
+    assert_eq!(mode(&archive), 0o700);
+    assert_eq!(mode(&archived), 0o600);
+    let pkcs8 = signet::keys::pkcs8_from_pem(&fs::read(&archived).unwrap()).unwrap();
+    let key = signet::keys::LocalKey::from_pkcs8(&pkcs8).unwrap();
+    assert_eq!(signet::keys::SigningKey::new(Arc::new(key)).kid(), kid);
+
+    // The store reopens with an archive in it, and refuses one others can read.
+    drop(backend);
+    drop(DirectoryBackend::open(&path).unwrap());
+    fs::set_permissions(&archive, fs::Permissions::from_mode(0o750)).unwrap();
+    let err = DirectoryBackend::open(&path).unwrap_err();
+    assert!(
+        matches!(err, StoreError::InsecurePermissions { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn without_the_archive_a_removed_key_file_is_deleted() {
+    let dir = private_tempdir();
+    let path = dir.path().join("keys");
+    let backend = DirectoryBackend::create(&path).unwrap();
+    let kid = backend
+        .generate(Algorithm::ES256, 2048)
+        .unwrap()
+        .kid()
+        .to_owned();
+    backend.delete(&kid).unwrap();
+    assert!(!path.join(format!("{kid}.pem")).exists());
+    assert!(!path.join(DirectoryBackend::ARCHIVE_DIR).exists());
+}

@@ -1,6 +1,9 @@
 //! The directory backend (`--key-dir DIR`): one PEM PKCS#8 file per key, named `<kid>.pem`,
 //! mode 0600, in a directory of mode 0700 that one signet process holds locked. Files are
 //! written atomically and durably; a key file is never rewritten under a different key.
+//! With the archive on, a removed key's file is moved into `DIR/archive/` (mode 0700) instead of
+//! being deleted: it is no longer published or loaded, but an auditor can still prove which
+//! key signed an old token.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
@@ -23,11 +26,15 @@ pub struct DirectoryBackend {
     /// Held (flock, exclusive) for this value's lifetime: a second process working on the same
     /// store would overwrite the other's state. The kernel releases it when the process dies.
     _lock: File,
+    /// Move removed keys into [`Self::ARCHIVE_DIR`] instead of deleting them.
+    archive: bool,
 }
 
 impl DirectoryBackend {
     /// The lock file every process using the store holds.
     pub const LOCK_FILE: &'static str = ".lock";
+    /// The subdirectory removed keys are moved into when the archive is on.
+    pub const ARCHIVE_DIR: &'static str = "archive";
 
     /// Opens an existing store directory: checks it is private, locks it, and checks every key
     /// file in it is private.
@@ -52,8 +59,16 @@ impl DirectoryBackend {
         }
         check_private_mode(&dir, 0o700)?;
         let lock = lock(&dir)?;
-        let backend = Self { dir, _lock: lock };
+        let backend = Self {
+            dir,
+            _lock: lock,
+            archive: false,
+        };
         backend.remove_stale_temp_files()?;
+        let archive = backend.dir.join(Self::ARCHIVE_DIR);
+        if archive.exists() {
+            check_private_mode(&archive, 0o700)?;
+        }
         for kid in backend.kids()? {
             check_private_mode(&backend.key_path(&kid)?, 0o600)?;
         }
@@ -112,6 +127,29 @@ impl DirectoryBackend {
             }
         }
         Ok(())
+    }
+
+    /// Keep removed keys in `DIR/archive/` instead of deleting them (`--archive-removed-keys`).
+    pub fn with_archive(mut self, archive: bool) -> Self {
+        self.archive = archive;
+        self
+    }
+
+    /// Moves a key file into the archive directory, durably: the rename is fsynced in both
+    /// directories, so after a crash the file is in exactly one of them.
+    fn archive_key_file(&self, kid: &str, path: &Path) -> Result<(), StoreError> {
+        let archive = self.dir.join(Self::ARCHIVE_DIR);
+        if !archive.exists() {
+            DirBuilder::new()
+                .mode(0o700)
+                .create(&archive)
+                .map_err(io_error("create archive directory", &archive))?;
+            super::fs::sync_dir(&self.dir)?;
+        }
+        let target = archive.join(format!("{kid}{KEY_FILE_SUFFIX}"));
+        fs::rename(path, &target).map_err(io_error("move into the archive", &target))?;
+        super::fs::sync_dir(&archive)?;
+        super::fs::sync_dir(&self.dir)
     }
 
     /// The store directory.
@@ -238,6 +276,10 @@ impl KeyBackend for DirectoryBackend {
         if !path.exists() {
             return Err(StoreError::KeyNotFound(kid.to_owned()));
         }
-        remove_durably(&self.dir, &path)
+        if self.archive {
+            self.archive_key_file(kid, &path)
+        } else {
+            remove_durably(&self.dir, &path)
+        }
     }
 }

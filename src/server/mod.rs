@@ -54,7 +54,11 @@ pub fn build_lifecycle(config: &ServeConfig) -> Result<Arc<KeyLifecycle>, Config
     let clock = Arc::new(SystemClock);
     let lifecycle = match &config.key_source {
         KeySource::Directory(dir) => KeyLifecycle::open(
-            Arc::new(DirectoryBackend::open(dir).map_err(LifecycleError::from)?),
+            Arc::new(
+                DirectoryBackend::open(dir)
+                    .map_err(LifecycleError::from)?
+                    .with_archive(config.archive_removed_keys),
+            ),
             Arc::new(FileStateStore::new(dir)),
             policy,
             clock,
