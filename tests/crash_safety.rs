@@ -22,21 +22,8 @@ const ITERATIONS: usize = 100;
 /// Bound on the whole test, far above its usual few seconds.
 const BUDGET: Duration = Duration::from_secs(60);
 
-/// The binary under test, copied once: a shared cargo target directory may be rebuilt (by
-/// another checkout) while this test runs.
-fn signet_binary() -> &'static Path {
-    static COPY: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
-    let (_, path) = COPY.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("signet");
-        std::fs::copy(env!("CARGO_BIN_EXE_signet"), &path).unwrap();
-        (dir, path)
-    });
-    path
-}
-
 fn signet(args: &[&str]) -> Command {
-    let mut command = Command::new(signet_binary());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_signet"));
     command
         .args(args)
         .env("RUST_LOG", "error")

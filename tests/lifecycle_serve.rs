@@ -15,21 +15,8 @@ use tonic::transport::{Channel, Endpoint};
 use signet::api::v1::external_jwt_signer_client::ExternalJwtSignerClient;
 use signet::api::v1::{FetchKeysRequest, SignJwtRequest};
 
-/// The binary under test, copied once: a shared cargo target directory may be rebuilt (by
-/// another checkout) while this test runs.
-fn signet_binary() -> &'static Path {
-    static COPY: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
-    let (_, path) = COPY.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("signet");
-        std::fs::copy(env!("CARGO_BIN_EXE_signet"), &path).unwrap();
-        (dir, path)
-    });
-    path
-}
-
 fn signet(args: &[&str]) -> Command {
-    let mut command = Command::new(signet_binary());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_signet"));
     command.args(args).stdin(Stdio::null());
     command
 }
