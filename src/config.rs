@@ -2,13 +2,11 @@
 //! found here, before any socket is bound, and reported as a [`ConfigError`] (exit code 64).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::cli::ServeArgs;
-use crate::keyring::{KeySet, PublishedKey};
-use crate::keys::{self, Algorithm, KeyError, LocalKey, SigningKey};
+use crate::keys::{Algorithm, KeyError};
 use crate::lifecycle::{LifecycleError, RotationPolicy, DEFAULT_ROTATION_PERIOD};
 use crate::server::SocketAddress;
 use crate::signer::MIN_MAX_TOKEN_EXPIRATION;
@@ -154,65 +152,6 @@ impl ServeConfig {
         }
         policy
     }
-
-    /// Loads or generates a static key set: the first signs, all are published. `signet
-    /// serve` uses [`crate::server::build_lifecycle`] instead, which adds rotation.
-    pub fn load_keys(&self) -> Result<KeySet, ConfigError> {
-        let keys = match &self.key_source {
-            KeySource::Generated { alg } => {
-                let (key, _pkcs8) = LocalKey::generate(*alg, self.rsa_bits)
-                    .map_err(|source| ConfigError::Generate { alg: *alg, source })?;
-                vec![SigningKey::new(Arc::new(key))]
-            }
-            KeySource::Directory(_) => {
-                // The store's published set, without keeping the store open (or locked).
-                let lifecycle = crate::server::build_lifecycle(self)?;
-                let snapshot = lifecycle.keyring().snapshot();
-                return Ok(KeySet::new(
-                    snapshot.signing_key().cloned(),
-                    snapshot.published().to_vec(),
-                    snapshot.changed_at(),
-                )
-                .expect("a published set holds its invariants"));
-            }
-            KeySource::Files(paths) => {
-                let mut keys: Vec<(PathBuf, SigningKey)> = Vec::with_capacity(paths.len());
-                for path in paths {
-                    let key = load_key_file(path)?;
-                    if let Some((first, _)) = keys.iter().find(|(_, k)| k.kid() == key.kid()) {
-                        return Err(ConfigError::DuplicateKey {
-                            first: first.clone(),
-                            second: path.clone(),
-                            kid: key.kid().to_owned(),
-                        });
-                    }
-                    keys.push((path.clone(), key));
-                }
-                keys.into_iter().map(|(_, key)| key).collect()
-            }
-        };
-        let published = keys.iter().map(PublishedKey::of).collect();
-        let signing = keys.into_iter().next();
-        // Unique kids were checked above, and the signing key is the first published one.
-        Ok(KeySet::new(signing, published, SystemTime::now()).expect("key set invariants hold"))
-    }
-}
-
-/// Reads one PEM private key file into a signing key.
-pub fn load_key_file(path: &Path) -> Result<SigningKey, ConfigError> {
-    let pem = zeroize::Zeroizing::new(std::fs::read(path).map_err(|source| {
-        ConfigError::ReadKeyFile {
-            path: path.to_owned(),
-            source,
-        }
-    })?);
-    let key_error = |source| ConfigError::KeyFile {
-        path: path.to_owned(),
-        source,
-    };
-    let pkcs8 = keys::pkcs8_from_pem(&pem).map_err(key_error)?;
-    let key = LocalKey::from_pkcs8(&pkcs8).map_err(key_error)?;
-    Ok(SigningKey::new(Arc::new(key)))
 }
 
 /// Where and under which names the OIDC discovery documents are served.
