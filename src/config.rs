@@ -14,6 +14,9 @@ use crate::signer::MIN_MAX_TOKEN_EXPIRATION;
 /// Exit code for configuration errors (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
 
+/// The longest `--busy-poll` window accepted.
+pub const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -23,6 +26,8 @@ pub enum ConfigError {
     MaxTokenExpirationTooShort(Duration),
     #[error("--refresh-hint must be at least 1s")]
     RefreshHintTooShort,
+    #[error("--busy-poll must be at most {max:?} (it spins a core that long after every burst of calls)", max = MAX_BUSY_POLL)]
+    BusyPollTooLong,
     #[error("cannot read key file {path}: {source}")]
     ReadKeyFile {
         path: PathBuf,
@@ -74,6 +79,8 @@ pub struct ServeConfig {
     pub max_token_expiration: Duration,
     pub refresh_hint: Duration,
     pub shutdown_grace: Duration,
+    /// How long the executor keeps polling the socket after the last call ends.
+    pub busy_poll: Duration,
     /// The OIDC discovery documents over HTTP, when `--http-listen` is given.
     pub oidc_http: Option<OidcHttpConfig>,
     /// How long a key is published before it signs.
@@ -94,6 +101,9 @@ impl ServeConfig {
         }
         if args.refresh_hint < Duration::from_secs(1) {
             return Err(ConfigError::RefreshHintTooShort);
+        }
+        if args.busy_poll > MAX_BUSY_POLL {
+            return Err(ConfigError::BusyPollTooLong);
         }
         let key_source = if let Some(dir) = &args.key_dir {
             KeySource::Directory(dir.clone())
@@ -127,6 +137,7 @@ impl ServeConfig {
             max_token_expiration: args.max_token_expiration,
             refresh_hint: args.refresh_hint,
             shutdown_grace: args.shutdown_grace,
+            busy_poll: args.busy_poll,
             oidc_http,
             publish_lead,
             rotation_period,

@@ -146,7 +146,13 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One executor thread for all protocol work, the signing threads (src/api/signing_pool.rs)
+    // for slow signatures. kube-apiserver opens one HTTP/2 connection, so its calls are read
+    // and answered by one task whatever the runtime; a second executor thread only adds
+    // cross-thread wake-ups, and with it the busy-poll window cannot keep the socket's
+    // readiness from going to whichever thread sleeps in epoll. Measured in BENCHMARKS.md
+    // ("Runtime shape").
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -328,11 +328,12 @@ fn p521_key_file_exits_64_on_the_ring_provider() {
 
 #[test]
 fn bad_flags_exit_64_before_binding() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--no-such-flag"], "--no-such-flag"),
         (&["--max-token-expiration", "5m"], "600"),
         (&["--max-token-expiration", "soon"], "max-token-expiration"),
         (&["--refresh-hint", "0s"], "refresh-hint"),
+        (&["--busy-poll", "1s"], "--busy-poll must be at most 10ms"),
         (&["--socket-mode", "0666"], "every user"),
         (&["--generate-alg", "PS256"], "unknown algorithm"),
         (

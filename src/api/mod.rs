@@ -6,16 +6,19 @@
 //! one thing it chooses is where a signature is computed: inline, or on the signing threads
 //! for keys that are slow or block (see [`crate::keys::JwsSigner::signs_without_blocking`]).
 
+mod activity;
 mod signing_pool;
 mod status;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use tonic::{Request, Response, Status};
 
 use crate::keyring::KeySet;
 use crate::signer::TokenSigner;
+use activity::Activity;
 
 pub use status::status_for_sign_error;
 
@@ -58,6 +61,8 @@ pub struct ExternalJwtSignerService {
     signer: Arc<TokenSigner>,
     prepared: Arc<ArcSwapOption<PreparedKeys>>,
     signing_pool: Arc<signing_pool::SigningPool>,
+    /// Calls in flight, and the busy-poll window after them.
+    activity: Arc<Activity>,
 }
 
 impl ExternalJwtSignerService {
@@ -66,7 +71,18 @@ impl ExternalJwtSignerService {
             signer,
             prepared: Arc::new(ArcSwapOption::empty()),
             signing_pool: Arc::default(),
+            activity: Arc::new(Activity::new(Duration::ZERO)),
         }
+    }
+
+    /// Keeps the executor polling the socket for `window` after the last call in flight ends
+    /// (see [`Activity`]); zero, the default, lets it sleep at once. Worth it on a
+    /// current-thread runtime only: on a multi-thread one the idle worker that sleeps in the
+    /// I/O driver takes the wake-up anyway.
+    #[must_use]
+    pub fn with_busy_poll(mut self, window: Duration) -> Self {
+        self.activity = Arc::new(Activity::new(window));
+        self
     }
 
     /// The `v1` service (kube-apiserver 1.34+).
@@ -158,6 +174,7 @@ macro_rules! impl_external_jwt_signer {
                 &self,
                 request: Request<SignJwtRequest>,
             ) -> Result<Response<SignJwtResponse>, Status> {
+                let _call = self.activity.enter();
                 self.sign_placed(request.into_inner())
                     .await
                     .map(Response::new)
@@ -167,6 +184,7 @@ macro_rules! impl_external_jwt_signer {
                 &self,
                 _request: Request<FetchKeysRequest>,
             ) -> Result<Response<FetchKeysResponse>, Status> {
+                let _call = self.activity.enter();
                 Ok(Response::new(ExternalJwtSignerService::fetch_keys(self)))
             }
 
@@ -174,6 +192,7 @@ macro_rules! impl_external_jwt_signer {
                 &self,
                 _request: Request<MetadataRequest>,
             ) -> Result<Response<MetadataResponse>, Status> {
+                let _call = self.activity.enter();
                 Ok(Response::new(ExternalJwtSignerService::metadata(self)))
             }
         }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tonic::codegen::http;
 
@@ -372,7 +373,7 @@ pub struct Connection {
 
 impl tower::Service<http::Request<tonic::body::Body>> for Connection {
     type Response = http::Response<hyper::body::Incoming>;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
     type Future = std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
     >;
@@ -381,11 +382,22 @@ impl tower::Service<http::Request<tonic::body::Body>> for Connection {
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.send.poll_ready(cx)
+        self.send.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        Box::pin(self.send.send_request(request))
+        let mut send = self.send.clone();
+        Box::pin(async move {
+            // tonic's request body is a stream that learns it has ended only when polled once
+            // more, so sent as it is, a unary call leaves as three writes: HEADERS, DATA and an
+            // empty DATA frame that ends the stream. grpc-go (kube-apiserver) marks its one
+            // DATA frame END_STREAM instead. The message is already encoded, so collecting it
+            // costs no wait.
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await?.to_bytes();
+            let request = http::Request::from_parts(parts, tonic::body::Body::new(Full::new(body)));
+            Ok(send.send_request(request).await?)
+        })
     }
 }
 

@@ -159,7 +159,7 @@ pub async fn run(
     let (shutdown, oidc_http) = spawn_beside(oidc_http, shutdown, config.shutdown_grace);
     let served = serve_with_admin(
         listener,
-        ExternalJwtSignerService::new(signer),
+        ExternalJwtSignerService::new(signer).with_busy_poll(config.busy_poll),
         admin_listener,
         KeyAdminService::new(lifecycle),
         config.shutdown_grace,
