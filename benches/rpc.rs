@@ -1,6 +1,6 @@
 //! Whole RPCs as kube-apiserver makes them: a tonic client (`signet bench`'s HTTP/2 transport) over a real Unix socket to a signet
-//! server in the same process (server on a multi-thread runtime, client on its own
-//! current-thread runtime), one call at a time, so each figure is
+//! server in the same process (each on its own current-thread runtime and thread, the server
+//! with `signet serve`'s default busy-poll window), one call at a time, so each figure is
 //! the concurrency-1 latency of that RPC:
 //!
 //! - `rpc/metadata`: the empty-RPC floor (transport, HTTP/2, protobuf, dispatch);
@@ -24,16 +24,16 @@ use signet::keys::{Algorithm, SigningKey};
 use signet::loadgen::Connection;
 use signet::server::{serve, Listener, SocketAddress};
 use signet::signer::TokenSigner;
-use tokio::runtime::Runtime;
+use tokio::runtime::{Handle, Runtime};
 
 use common::{KeySpec, CLAIMS};
 
 /// A signet serving `keys` on a socket in its own temporary directory, and a client for it.
-/// The server runs on `server` (a multi-thread runtime, as in `signet serve`), the client's
-/// connection on `client` (one thread, as in `signet bench`), so the two do not share worker
-/// threads. The server lives as long as its runtime; the directory as long as the guard.
+/// The server runs on `server` (one current-thread runtime on its own thread, as in
+/// `signet serve`), the client's connection on `client` (one thread, as in `signet bench`).
+/// The server lives as long as the process; the directory as long as the guard.
 fn start(
-    server: &Runtime,
+    server: &Handle,
     client: &Runtime,
     keys: Vec<SigningKey>,
 ) -> (ExternalJwtSignerClient<Connection>, tempfile::TempDir) {
@@ -53,7 +53,8 @@ fn start(
     };
     runtime.spawn(serve(
         listener,
-        ExternalJwtSignerService::new(signer),
+        // `signet serve`'s default --busy-poll.
+        ExternalJwtSignerService::new(signer).with_busy_poll(Duration::from_micros(200)),
         Duration::from_secs(1),
         std::future::pending(),
     ));
@@ -65,11 +66,19 @@ fn start(
     )
 }
 
-fn rpc(c: &mut Criterion) {
-    let server = tokio::runtime::Builder::new_multi_thread()
+/// A current-thread runtime driven by a thread of its own, as `signet serve` runs.
+fn server_runtime() -> Handle {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    let handle = runtime.handle().clone();
+    std::thread::spawn(move || runtime.block_on(std::future::pending::<()>()));
+    handle
+}
+
+fn rpc(c: &mut Criterion) {
+    let server = server_runtime();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
