@@ -4,7 +4,7 @@
 //! the `v1` Rust types and one [`ExternalJwtSignerService`] implements both service traits.
 //! The adapter translates messages and errors; all decisions live in [`crate::signer`]. The
 //! one thing it chooses is where a signature is computed: inline, or on the signing threads
-//! for keys that are slow or block (see [`crate::keys::JwsSigner::signs_without_blocking`]).
+//! for keys that are slow or block (see [`crate::keys::SignatureCost`]).
 
 mod activity;
 mod signing_pool;
@@ -17,6 +17,7 @@ use arc_swap::ArcSwapOption;
 use tonic::{Request, Response, Status};
 
 use crate::keyring::KeySet;
+use crate::keys::SignatureCost;
 use crate::signer::TokenSigner;
 use activity::Activity;
 
@@ -95,21 +96,21 @@ impl ExternalJwtSignerService {
         v1alpha1::external_jwt_signer_server::ExternalJwtSignerServer::new(self.clone())
     }
 
-    /// Signs inline when the active key signs without blocking (ES256), otherwise on the
-    /// signing threads, so a slow signature never holds up the executor.
+    /// Signs where the active key's [`SignatureCost`] says: inline for ES256, otherwise
+    /// through the signing threads, so a slow signature never holds up the executor.
     async fn sign_placed(&self, request: SignJwtRequest) -> Result<SignJwtResponse, Status> {
-        let inline = self
+        let cost = self
             .signer
             .keyring()
             .load()
             .signing_key()
-            .is_none_or(|key| key.signs_without_blocking());
-        if inline {
+            .map_or(SignatureCost::Inline, |key| key.signature_cost());
+        if cost == SignatureCost::Inline {
             return self.sign(request);
         }
         let service = self.clone();
         self.signing_pool
-            .run(move || service.sign(request))
+            .run(cost, move || service.sign(request))
             .await
             .unwrap_or_else(|| Err(Status::internal("the signing thread failed")))
     }

@@ -1,31 +1,96 @@
 //! The signing threads: a fixed set of OS threads, one per core, that compute the signatures
-//! too slow for an async executor thread (RSA, ES384, ES512, and any key that waits on a
-//! device). Jobs are taken in arrival order.
+//! too slow for the executor thread to compute whenever asked (RSA, ES384, ES512, and any key
+//! that waits on a device). Jobs are taken in arrival order.
 //!
 //! Why not `spawn_blocking`: measured with RSA-4096 at concurrency 16 (BENCHMARKS.md), tokio's
 //! blocking pool grows a thread per waiting call, so the cores are oversubscribed and Sign's
 //! p99 more than doubles; a pool sized to the cores keeps the same throughput with a tight
-//! tail, and leaves the executor free to answer FetchKeys and Metadata in microseconds.
+//! tail, and leaves the executor free to answer FetchKeys and Metadata.
+//!
+//! Short jobs ([`SignatureCost::Short`]): the executor thread helps. Each hand-off to a thread
+//! and back costs two thread wake-ups, which on a VM is a large share of a 0.1-0.3 ms
+//! signature, so the executor computes a short job itself when it has nothing else to do (a
+//! lone call is signed with no hand-off at all), and yields to its other tasks and the socket
+//! between two signatures: FetchKeys then waits for at most one short signature. One thread
+//! is kept for long jobs only, so the executor and the other threads make one signer per core.
 //!
 //! It never holds a job's inputs after the job ran, and never logs them.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+
+use crate::keys::SignatureCost;
 
 type Job = Box<dyn FnOnce() + Send>;
 
+struct Queued {
+    job: Job,
+    /// A short job: the executor thread may compute it.
+    short: bool,
+}
+
+/// Which jobs a signing thread takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Takes {
+    Any,
+    /// Long jobs only: the executor stands in for this thread on short ones.
+    LongOnly,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<VecDeque<Queued>>,
+    /// Threads taking any job wait here, the long-only thread on `long_queued`.
+    any_queued: Condvar,
+    long_queued: Condvar,
+    /// Threads waiting on each condvar: a notification (a syscall) is sent only when one is.
+    idle_any: AtomicUsize,
+    idle_long_only: AtomicUsize,
+    /// Wakes the executor's helper task when a short job is queued.
+    helper: tokio::sync::Notify,
+    helper_started: AtomicBool,
+    helper_busy: AtomicBool,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Queued>> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The first queued job `takes` allows, removed from the queue.
+    fn take(queue: &mut VecDeque<Queued>, takes: Takes) -> Option<Queued> {
+        let index = match takes {
+            Takes::Any => 0,
+            Takes::LongOnly => queue.iter().position(|queued| !queued.short)?,
+        };
+        queue.remove(index)
+    }
+}
+
 /// A lazily started set of signing threads. The threads exit when the pool is dropped.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct SigningPool {
-    jobs: OnceLock<mpsc::Sender<Job>>,
+    shared: OnceLock<Arc<Shared>>,
+}
+
+impl std::fmt::Debug for SigningPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningPool").finish_non_exhaustive()
+    }
 }
 
 impl SigningPool {
-    /// Runs `work` on a signing thread and waits for its result without blocking the caller's
-    /// executor thread. `None` if the work panicked (the thread survives it).
+    /// Runs `work`, a signature of the given cost, off the caller's task: on a signing thread,
+    /// or for a short one possibly on the executor's helper task between other tasks. Waits
+    /// without blocking the executor. `None` if the work panicked (the thread survives it).
     pub(crate) async fn run<T: Send + 'static>(
         &self,
+        cost: SignatureCost,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Option<T> {
         let (done, result) = tokio::sync::oneshot::channel();
@@ -39,39 +104,121 @@ impl SigningPool {
                 let _ = done.send(value);
             }
         });
-        // A send fails only if every thread died, which catch_unwind prevents.
-        if self.jobs().send(job).is_err() {
-            return None;
+        // The helper needs a runtime to live on; without one (never in `signet serve`) the
+        // job is simply left to the threads.
+        let short = cost == SignatureCost::Short && tokio::runtime::Handle::try_current().is_ok();
+        let shared = self.shared();
+        let queued_short = {
+            let mut queue = shared.lock();
+            queue.push_back(Queued { job, short });
+            queue.iter().filter(|queued| queued.short).count()
+        };
+        if short {
+            self.start_helper(shared);
+            shared.helper.notify_one();
+            // A lone short job is the helper's: waking a thread for it would cost a wake-up
+            // for a job the thread most likely finds gone.
+            let helper_takes_it = queued_short == 1 && !shared.helper_busy.load(Ordering::Acquire);
+            if !helper_takes_it && shared.idle_any.load(Ordering::Acquire) > 0 {
+                shared.any_queued.notify_one();
+            }
+        } else if shared.idle_long_only.load(Ordering::Acquire) > 0 {
+            shared.long_queued.notify_one();
+        } else if shared.idle_any.load(Ordering::Acquire) > 0 {
+            shared.any_queued.notify_one();
         }
         result.await.ok()
     }
 
-    fn jobs(&self) -> &mpsc::Sender<Job> {
-        self.jobs.get_or_init(|| {
-            let (sender, receiver) = mpsc::channel::<Job>();
-            let receiver = Arc::new(Mutex::new(receiver));
+    /// Starts, once, the task through which the executor thread computes short jobs.
+    fn start_helper(&self, shared: &Arc<Shared>) {
+        if shared.helper_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = Arc::clone(shared);
+        tokio::spawn(async move {
+            while !shared.closed.load(Ordering::Acquire) {
+                let next = {
+                    let mut queue = shared.lock();
+                    match queue.front() {
+                        Some(queued) if queued.short => queue.pop_front(),
+                        _ => None,
+                    }
+                };
+                match next {
+                    Some(queued) => {
+                        shared.helper_busy.store(true, Ordering::Release);
+                        (queued.job)();
+                        shared.helper_busy.store(false, Ordering::Release);
+                        // Between two signatures: the socket, FetchKeys, Metadata.
+                        tokio::task::yield_now().await;
+                    }
+                    None => shared.helper.notified().await,
+                }
+            }
+        });
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        self.shared.get_or_init(|| {
+            let shared = Arc::new(Shared::default());
             let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
             for index in 0..threads {
-                let receiver = receiver.clone();
+                // With one core there is no thread to spare: it takes everything.
+                let takes = if index == threads - 1 && threads > 1 {
+                    Takes::LongOnly
+                } else {
+                    Takes::Any
+                };
+                let shared = Arc::clone(&shared);
                 let spawned = std::thread::Builder::new()
                     .name(format!("signet-sign-{index}"))
-                    .spawn(move || loop {
-                        let job = receiver
-                            .lock()
-                            .unwrap_or_else(|poisoned| poisoned.into_inner())
-                            .recv();
-                        match job {
-                            Ok(job) => job(),
-                            // The pool was dropped: no more work will come.
-                            Err(mpsc::RecvError) => return,
-                        }
-                    });
+                    .spawn(move || work(&shared, takes));
                 if let Err(err) = spawned {
                     tracing::error!(error = %err, "cannot start a signing thread");
                 }
             }
-            sender
+            shared
         })
+    }
+}
+
+/// A signing thread's loop: take a job it may, run it, and wait when there is none.
+fn work(shared: &Shared, takes: Takes) {
+    let (idle, queued) = match takes {
+        Takes::Any => (&shared.idle_any, &shared.any_queued),
+        Takes::LongOnly => (&shared.idle_long_only, &shared.long_queued),
+    };
+    let mut queue = shared.lock();
+    loop {
+        if shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(next) = Shared::take(&mut queue, takes) {
+            drop(queue);
+            (next.job)();
+            queue = shared.lock();
+            continue;
+        }
+        // Counted while the lock is held, so a job queued after the check above sees us idle
+        // and notifies.
+        idle.fetch_add(1, Ordering::AcqRel);
+        queue = queued
+            .wait(queue)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        idle.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for SigningPool {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.get() {
+            shared.closed.store(true, Ordering::Release);
+            let _queue = shared.lock();
+            shared.any_queued.notify_all();
+            shared.long_queued.notify_all();
+            shared.helper.notify_one();
+        }
     }
 }
 
@@ -79,13 +226,90 @@ impl SigningPool {
 mod tests {
     use super::*;
 
+    fn on_a_signing_thread() -> bool {
+        std::thread::current()
+            .name()
+            .is_some_and(|name| name.starts_with("signet-sign-"))
+    }
+
+    /// Waits (without sleeping) until every signing thread waits for work.
+    async fn all_threads_idle(pool: &SigningPool) {
+        let shared = pool.shared();
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        while shared.idle_any.load(Ordering::Acquire)
+            + shared.idle_long_only.load(Ordering::Acquire)
+            < threads
+        {
+            tokio::task::yield_now().await;
+        }
+    }
+
     #[tokio::test]
-    async fn runs_work_off_the_executor_and_survives_a_panic() {
+    async fn long_jobs_run_on_a_signing_thread_and_survive_a_panic() {
         let pool = SigningPool::default();
         let caller = std::thread::current().id();
-        let worker = pool.run(|| std::thread::current().id()).await.unwrap();
+        let (worker, named) = pool
+            .run(SignatureCost::Long, || {
+                (std::thread::current().id(), on_a_signing_thread())
+            })
+            .await
+            .unwrap();
         assert_ne!(worker, caller);
-        assert_eq!(pool.run(|| -> u8 { panic!("boom") }).await, None);
-        assert_eq!(pool.run(|| 7).await, Some(7));
+        assert!(named);
+        assert_eq!(
+            pool.run(SignatureCost::Long, || -> u8 { panic!("boom") })
+                .await,
+            None
+        );
+        assert_eq!(pool.run(SignatureCost::Long, || 7).await, Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_lone_short_job_runs_on_the_executor_thread() {
+        let pool = SigningPool::default();
+        all_threads_idle(&pool).await;
+        let caller = std::thread::current().id();
+        let worker = pool
+            .run(SignatureCost::Short, || std::thread::current().id())
+            .await
+            .unwrap();
+        assert_eq!(worker, caller);
+        assert_eq!(
+            pool.run(SignatureCost::Short, || -> u8 { panic!("boom") })
+                .await,
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn many_short_and_long_jobs_all_complete_once() {
+        let pool = Arc::new(SigningPool::default());
+        let ran = Arc::new(AtomicUsize::new(0));
+        let mut calls = tokio::task::JoinSet::new();
+        for index in 0..200_usize {
+            let pool = Arc::clone(&pool);
+            let ran = Arc::clone(&ran);
+            let cost = if index % 3 == 0 {
+                SignatureCost::Long
+            } else {
+                SignatureCost::Short
+            };
+            calls.spawn(async move {
+                pool.run(cost, move || {
+                    ran.fetch_add(1, Ordering::Relaxed);
+                    index
+                })
+                .await
+            });
+        }
+        let mut results: Vec<usize> = calls
+            .join_all()
+            .await
+            .into_iter()
+            .map(Option::unwrap)
+            .collect();
+        results.sort_unstable();
+        assert_eq!(results, (0..200).collect::<Vec<_>>());
+        assert_eq!(ran.load(Ordering::Relaxed), 200);
     }
 }

@@ -7,7 +7,7 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 use super::spki::{algorithm_of_pkcs8, spki_der};
-use super::{Algorithm, JwsSigner, KeyError};
+use super::{Algorithm, JwsSigner, KeyError, SignatureCost};
 
 #[cfg(feature = "aws-lc-rs")]
 use aws_lc_rs as provider;
@@ -105,12 +105,23 @@ impl JwsSigner for LocalKey {
         &self.public_key_der
     }
 
-    // Measured on 2 cores (BENCHMARKS.md): an ES256 signature (~20 µs) costs less than handing
-    // it to another thread, so it is computed inline. ES384/ES512 (0.1-0.2 ms) and RSA
-    // (0.25-5 ms) go to the signing threads, which keeps FetchKeys and Metadata answering in
-    // microseconds while they run and costs RSA no throughput.
-    fn signs_without_blocking(&self) -> bool {
-        self.alg == Algorithm::ES256
+    // Measured per provider (BENCHMARKS.md, raw signing): ES256 takes ~20 µs with either,
+    // less than a hand-off to another thread. aws-lc-rs signs ES384 in ~0.1 ms, ES512 in
+    // ~0.18 ms and RSA-2048 in ~0.25 ms; ring takes ~0.57 ms for ES384 and ~0.6 ms for
+    // RSA-2048, and RSA-3072/4096 take 0.9-5 ms with either: long enough that FetchKeys must
+    // not wait for one.
+    fn signature_cost(&self) -> SignatureCost {
+        let short = match (&self.key_pair, self.alg) {
+            (_, Algorithm::ES256) => return SignatureCost::Inline,
+            (KeyPair::Rsa(kp), _) => cfg!(feature = "aws-lc-rs") && rsa_modulus_len(kp) <= 256,
+            (_, Algorithm::ES384 | Algorithm::ES512) => cfg!(feature = "aws-lc-rs"),
+            _ => false,
+        };
+        if short {
+            SignatureCost::Short
+        } else {
+            SignatureCost::Long
+        }
     }
 
     fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, KeyError> {
@@ -275,4 +286,34 @@ pub(crate) fn verify_signature(
     UnparsedPublicKey::new(verification, public_key)
         .verify(message, signature)
         .map_err(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cost_of(pem: &[u8]) -> SignatureCost {
+        let pkcs8 = crate::keys::pkcs8_from_pem(pem).unwrap();
+        LocalKey::from_pkcs8(&pkcs8).unwrap().signature_cost()
+    }
+
+    #[test]
+    fn signature_cost_follows_the_measured_signing_times() {
+        let ec256 = cost_of(include_bytes!("../../keys/test-ec256-pkcs8.pem"));
+        let ec384 = cost_of(include_bytes!("../../keys/test-ec384-sec1.pem"));
+        let rsa2048 = cost_of(include_bytes!("../../keys/test-rsa2048-pkcs1.pem"));
+        let rsa3072 = cost_of(include_bytes!("../../keys/test-rsa3072-pkcs8.pem"));
+        let rsa4096 = cost_of(include_bytes!("../../keys/test-rsa4096-pkcs1.pem"));
+        assert_eq!(ec256, SignatureCost::Inline);
+        assert_eq!(rsa3072, SignatureCost::Long);
+        assert_eq!(rsa4096, SignatureCost::Long);
+        // aws-lc-rs: 0.1 ms and 0.25 ms; ring: ~0.6 ms each.
+        let expected = if cfg!(feature = "aws-lc-rs") {
+            SignatureCost::Short
+        } else {
+            SignatureCost::Long
+        };
+        assert_eq!(ec384, expected);
+        assert_eq!(rsa2048, expected);
+    }
 }

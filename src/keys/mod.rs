@@ -66,13 +66,28 @@ pub trait JwsSigner: Send + Sync + fmt::Debug {
     fn public_key_der(&self) -> &[u8];
     /// Signs `signing_input` (`header "." claims`), returning the JWS signature bytes.
     fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, KeyError>;
-    /// Whether one signature is cheap enough to compute on an async executor thread: tens of
-    /// microseconds of CPU and no waiting. The default, `false`, suits keys that compute for
-    /// longer or wait on a device or a network; the server signs with those on its own
-    /// signing threads so that they never hold up other calls (see BENCHMARKS.md).
-    fn signs_without_blocking(&self) -> bool {
-        false
+    /// How long one signature takes, which decides where the server computes it. The
+    /// default, [`SignatureCost::Long`], suits keys that compute for milliseconds or wait on a
+    /// device or a network.
+    fn signature_cost(&self) -> SignatureCost {
+        SignatureCost::Long
     }
+}
+
+/// How long one signature takes, and so where the server computes it (measured in
+/// BENCHMARKS.md, "Where signing runs").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureCost {
+    /// Tens of microseconds of CPU, less than a hand-off to another thread costs: computed on
+    /// the executor thread that received the call.
+    Inline,
+    /// Up to about 0.3 ms of CPU and no waiting: the signing threads compute it, and the
+    /// executor thread too when it has nothing else to do, so another call waits for at most
+    /// one such signature.
+    Short,
+    /// Longer, or waits on a device or a network: the signing threads only, so it never holds
+    /// up another call.
+    Long,
 }
 
 /// The kid rule kube-apiserver uses for its own keys: base64url (no padding) of the SHA-256 of
@@ -89,7 +104,7 @@ pub struct SigningKey {
     alg: Algorithm,
     public_key_der: Bytes,
     encoded_header: Arc<str>,
-    signs_without_blocking: bool,
+    signature_cost: SignatureCost,
     signer: Arc<dyn JwsSigner>,
 }
 
@@ -109,7 +124,7 @@ impl SigningKey {
             kid: kid.into(),
             alg,
             encoded_header: encoded_header.into(),
-            signs_without_blocking: signer.signs_without_blocking(),
+            signature_cost: signer.signature_cost(),
             signer,
         }
     }
@@ -132,9 +147,9 @@ impl SigningKey {
         &self.encoded_header
     }
 
-    /// See [`JwsSigner::signs_without_blocking`].
-    pub fn signs_without_blocking(&self) -> bool {
-        self.signs_without_blocking
+    /// See [`JwsSigner::signature_cost`].
+    pub fn signature_cost(&self) -> SignatureCost {
+        self.signature_cost
     }
 
     /// Signs a complete JWS signing input.
