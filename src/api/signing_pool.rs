@@ -108,17 +108,18 @@ impl SigningPool {
         // job is simply left to the threads.
         let short = cost == SignatureCost::Short && tokio::runtime::Handle::try_current().is_ok();
         let shared = self.shared();
-        let queued_short = {
+        // A lone short job while the helper is free is the helper's: waking a thread for it
+        // would cost a wake-up for a job the thread most likely finds gone.
+        let helper_takes_it = {
             let mut queue = shared.lock();
             queue.push_back(Queued { job, short });
-            queue.iter().filter(|queued| queued.short).count()
+            short
+                && !shared.helper_busy.load(Ordering::Acquire)
+                && queue.iter().filter(|queued| queued.short).count() == 1
         };
         if short {
             self.start_helper(shared);
             shared.helper.notify_one();
-            // A lone short job is the helper's: waking a thread for it would cost a wake-up
-            // for a job the thread most likely finds gone.
-            let helper_takes_it = queued_short == 1 && !shared.helper_busy.load(Ordering::Acquire);
             if !helper_takes_it && shared.idle_any.load(Ordering::Acquire) > 0 {
                 shared.any_queued.notify_one();
             }
@@ -140,14 +141,17 @@ impl SigningPool {
             while !shared.closed.load(Ordering::Acquire) {
                 let next = {
                     let mut queue = shared.lock();
-                    match queue.front() {
+                    let next = match queue.front() {
                         Some(queued) if queued.short => queue.pop_front(),
                         _ => None,
-                    }
+                    };
+                    // Marked busy under the lock: a job queued from now on sees it and wakes
+                    // a thread instead of waiting for this signature to end.
+                    shared.helper_busy.store(next.is_some(), Ordering::Release);
+                    next
                 };
                 match next {
                     Some(queued) => {
-                        shared.helper_busy.store(true, Ordering::Release);
                         (queued.job)();
                         shared.helper_busy.store(false, Ordering::Release);
                         // Between two signatures: the socket, FetchKeys, Metadata.
