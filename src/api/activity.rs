@@ -7,9 +7,6 @@
 //! polling the socket, without sleeping, for a short window: a call that arrives inside it is
 //! read at once. The window bounds the CPU it costs: at most one window of one core per idle
 //! gap, and nothing once calls stop coming.
-//!
-//! The count also tells the Sign path whether it is alone (see
-//! [`super::ExternalJwtSignerService`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
