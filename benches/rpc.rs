@@ -15,7 +15,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use signet::api::v1::external_jwt_signer_client::ExternalJwtSignerClient;
 use signet::api::v1::{FetchKeysRequest, MetadataRequest, SignJwtRequest};
 use signet::api::ExternalJwtSignerService;
@@ -66,6 +69,28 @@ fn start(
     )
 }
 
+/// `rpc/sign/<name>`: one Sign with the real claims, one call at a time.
+fn bench_sign(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    runtime: &Runtime,
+    name: &str,
+    client: &ExternalJwtSignerClient<Connection>,
+) {
+    group.bench_function(BenchmarkId::new("sign", name), |b| {
+        b.to_async(runtime).iter(|| {
+            let mut client = client.clone();
+            async move {
+                client
+                    .sign(SignJwtRequest {
+                        claims: black_box(CLAIMS).to_owned(),
+                    })
+                    .await
+                    .unwrap()
+            }
+        })
+    });
+}
+
 /// A current-thread runtime driven by a thread of its own, as `signet serve` runs.
 fn server_runtime() -> Handle {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -94,35 +119,11 @@ fn rpc(c: &mut Criterion) {
             async move { client.metadata(MetadataRequest {}).await.unwrap() }
         })
     });
-    group.bench_function(BenchmarkId::new("sign", "ES256"), |b| {
-        b.to_async(&runtime).iter(|| {
-            let mut client = client.clone();
-            async move {
-                client
-                    .sign(SignJwtRequest {
-                        claims: black_box(CLAIMS).to_owned(),
-                    })
-                    .await
-                    .unwrap()
-            }
-        })
-    });
+    bench_sign(&mut group, &runtime, "ES256", &client);
 
     let (rs2048, _) = common::generate(KeySpec::rsa(2048));
     let (rsa_client, _rsa_dir) = start(&server, &runtime, vec![rs2048]);
-    group.bench_function(BenchmarkId::new("sign", "RS256-2048"), |b| {
-        b.to_async(&runtime).iter(|| {
-            let mut client = rsa_client.clone();
-            async move {
-                client
-                    .sign(SignJwtRequest {
-                        claims: black_box(CLAIMS).to_owned(),
-                    })
-                    .await
-                    .unwrap()
-            }
-        })
-    });
+    bench_sign(&mut group, &runtime, "RS256-2048", &rsa_client);
 
     for count in [3, 20] {
         let keys = (0..count)

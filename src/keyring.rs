@@ -91,6 +91,16 @@ impl KeySet {
         })
     }
 
+    /// The set one static key makes: it signs and is the only key published, as of now.
+    /// Cannot fail: one key is never a duplicate, and it is published and not excluded.
+    pub fn single(key: SigningKey) -> Self {
+        Self {
+            published: vec![PublishedKey::of(&key)],
+            signing: Some(key),
+            changed_at: SystemTime::now(),
+        }
+    }
+
     /// The key that signs now, if any (a set may be verification-only for a moment during
     /// startup of a replica that has not been handed its signing key).
     pub fn signing_key(&self) -> Option<&SigningKey> {
@@ -148,5 +158,29 @@ impl KeyRing {
             next
         };
         self.current.store(Arc::new(next));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::LocalKey;
+
+    #[test]
+    fn a_single_key_set_is_what_new_builds_from_that_key() {
+        let pem = include_bytes!("../keys/test-ec256-pkcs8.pem");
+        let pkcs8 = crate::keys::pkcs8_from_pem(pem).unwrap();
+        let key = SigningKey::new(Arc::new(LocalKey::from_pkcs8(&pkcs8).unwrap()));
+        let single = KeySet::single(key.clone());
+        let built = KeySet::new(
+            Some(key.clone()),
+            vec![PublishedKey::of(&key)],
+            single.changed_at(),
+        )
+        .unwrap();
+        assert_eq!(single.signing_key().map(SigningKey::kid), Some(key.kid()));
+        assert!(single.publishes_same_keys_as(&built));
+        assert_eq!(single.published().len(), 1);
+        assert!(!single.published()[0].exclude_from_oidc_discovery);
     }
 }

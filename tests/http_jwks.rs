@@ -351,12 +351,7 @@ async fn served_jwks_matches_fetch_keys_and_verifies_signed_tokens() {
 #[tokio::test]
 async fn documents_follow_the_keyring_when_keys_change() {
     let first = key(Algorithm::ES256);
-    let keys = KeySet::new(
-        Some(first.clone()),
-        vec![PublishedKey::of(&first)],
-        SystemTime::now(),
-    )
-    .unwrap();
+    let keys = KeySet::single(first.clone());
     let signet = Signet::start(keys).await;
     let before: JwkSet = serde_json::from_slice(&signet.get("/openid/v1/jwks").await.body).unwrap();
     assert_eq!(before.keys.len(), 1);
@@ -393,12 +388,7 @@ async fn documents_follow_the_keyring_when_keys_change() {
 #[tokio::test]
 async fn other_methods_and_paths_are_refused() {
     let signing = key(Algorithm::ES256);
-    let keys = KeySet::new(
-        Some(signing.clone()),
-        vec![PublishedKey::of(&signing)],
-        SystemTime::now(),
-    )
-    .unwrap();
+    let keys = KeySet::single(signing.clone());
     let signet = Signet::start(keys).await;
 
     let get = signet.get("/openid/v1/jwks").await;
@@ -445,12 +435,7 @@ async fn other_methods_and_paths_are_refused() {
 #[tokio::test]
 async fn healthz_signs_with_the_active_key_and_shows_nothing_of_it() {
     let signing = key(Algorithm::ES256);
-    let keys = KeySet::new(
-        Some(signing.clone()),
-        vec![PublishedKey::of(&signing)],
-        SystemTime::now(),
-    )
-    .unwrap();
+    let keys = KeySet::single(signing.clone());
     let signet = Signet::start(keys).await;
     let health = signet.get("/healthz").await;
     assert_eq!(health.status, StatusCode::OK);

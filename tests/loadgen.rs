@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use signet::api::ExternalJwtSignerService;
-use signet::keyring::{KeyRing, KeySet, PublishedKey};
+use signet::keyring::{KeyRing, KeySet};
 use signet::keys::{Algorithm, LocalKey, SigningKey};
 use signet::server::{serve, Listener, SocketAddress};
 use signet::signer::TokenSigner;
@@ -22,12 +22,7 @@ fn start_signet(
 ) -> oneshot::Sender<()> {
     let (key, _) = LocalKey::generate(alg, 2048).unwrap();
     let key = SigningKey::new(Arc::new(key));
-    let keys = KeySet::new(
-        Some(key.clone()),
-        vec![PublishedKey::of(&key)],
-        SystemTime::now(),
-    )
-    .unwrap();
+    let keys = KeySet::single(key.clone());
     let signer = Arc::new(TokenSigner::new(
         Arc::new(KeyRing::new(keys)),
         Duration::from_secs(86_400),

@@ -265,14 +265,7 @@ async fn verifies_signet_tokens_and_refuses_bad_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verifies_a_token_signed_by_an_independent_signer() {
     let key = rsa_fixture();
-    let signer = Signer::start(
-        KeySet::new(
-            Some(key.clone()),
-            vec![PublishedKey::of(&key)],
-            SystemTime::now(),
-        )
-        .unwrap(),
-    );
+    let signer = Signer::start(KeySet::single(key.clone()));
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = Some(key.kid().to_owned());
     let pem = std::fs::read(fixture("rsa-2048.pem")).unwrap();
@@ -291,14 +284,7 @@ async fn verifies_a_token_signed_by_an_independent_signer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cannot_check_is_exit_2_and_says_why() {
     let key = generated(Algorithm::ES256);
-    let signer = Signer::start(
-        KeySet::new(
-            Some(key.clone()),
-            vec![PublishedKey::of(&key)],
-            SystemTime::now(),
-        )
-        .unwrap(),
-    );
+    let signer = Signer::start(KeySet::single(key.clone()));
     let token = signed_by(&key, &claims(now(), 600));
 
     // No signer behind the socket.
@@ -340,14 +326,7 @@ async fn cannot_check_is_exit_2_and_says_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn es512_is_reported_as_not_checkable() {
     let key = generated(Algorithm::ES512);
-    let signer = Signer::start(
-        KeySet::new(
-            Some(key.clone()),
-            vec![PublishedKey::of(&key)],
-            SystemTime::now(),
-        )
-        .unwrap(),
-    );
+    let signer = Signer::start(KeySet::single(key.clone()));
     let token = signed_by(&key, &claims(now(), 600));
     let (code, _, stderr) = signer.verify(&["--token", &token], None).await;
     assert_eq!(code, 2);

@@ -33,10 +33,11 @@ impl Activity {
         }
     }
 
-    /// Counts a call in flight until the returned guard drops.
-    pub(crate) fn enter(self: &Arc<Self>) -> CallGuard {
+    /// Counts a call in flight until the returned guard drops. The guard borrows: a call
+    /// costs two atomic updates, and the `Arc` is cloned only to start a spin.
+    pub(crate) fn enter(self: &Arc<Self>) -> CallGuard<'_> {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        CallGuard(Arc::clone(self))
+        CallGuard(self)
     }
 
     /// Calls in flight, this one included.
@@ -89,9 +90,9 @@ impl Activity {
     }
 }
 
-pub(crate) struct CallGuard(Arc<Activity>);
+pub(crate) struct CallGuard<'a>(&'a Arc<Activity>);
 
-impl Drop for CallGuard {
+impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
         self.0.left();
     }
