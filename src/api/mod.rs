@@ -3,8 +3,8 @@
 //! The two packages are identical on the wire, so `build.rs` maps the `v1alpha1` messages onto
 //! the `v1` Rust types and one [`ExternalJwtSignerService`] implements both service traits.
 //! The adapter translates messages and errors; all decisions live in [`crate::signer`]. The
-//! one thing it chooses is where a signature is computed: inline, or on the signing threads
-//! for keys that are slow or block (see [`crate::keys::SignatureCost`]).
+//! one thing it chooses is where a signature is computed: on the executor thread between calls
+//! or on the signing threads, by the key's [`crate::keys::SignatureCost`].
 
 mod activity;
 mod signing_pool;
@@ -17,7 +17,6 @@ use arc_swap::ArcSwapOption;
 use tonic::{Request, Response, Status};
 
 use crate::keyring::KeySet;
-use crate::keys::SignatureCost;
 use crate::signer::TokenSigner;
 use activity::Activity;
 
@@ -96,18 +95,19 @@ impl ExternalJwtSignerService {
         v1alpha1::external_jwt_signer_server::ExternalJwtSignerServer::new(self.clone())
     }
 
-    /// Signs where the active key's [`SignatureCost`] says: inline for ES256, otherwise
-    /// through the signing threads, so a slow signature never holds up the executor.
+    /// Signs where the active key's `SignatureCost` says (see `SigningPool::run`), so a slow
+    /// signature never holds up the executor.
     async fn sign_placed(&self, request: SignJwtRequest) -> Result<SignJwtResponse, Status> {
         let cost = self
             .signer
             .keyring()
             .load()
             .signing_key()
-            .map_or(SignatureCost::Inline, |key| key.signature_cost());
-        if cost == SignatureCost::Inline {
+            .map(|key| key.signature_cost());
+        let Some(cost) = cost else {
+            // A verification-only set: fails at once with the signer's own error.
             return self.sign(request);
-        }
+        };
         let service = self.clone();
         self.signing_pool
             .run(cost, move || service.sign(request))

@@ -1,18 +1,21 @@
-//! The signing threads: a fixed set of OS threads, one per core, that compute the signatures
-//! too slow for the executor thread to compute whenever asked (RSA, ES384, ES512, and any key
-//! that waits on a device). Jobs are taken in arrival order.
+//! The signing threads: a fixed set of OS threads, one per core, that compute signatures off
+//! the executor thread, so the protocol work never waits behind a long one and the cores it
+//! leaves idle sign too. Jobs are taken in arrival order.
 //!
 //! Why not `spawn_blocking`: measured with RSA-4096 at concurrency 16 (BENCHMARKS.md), tokio's
 //! blocking pool grows a thread per waiting call, so the cores are oversubscribed and Sign's
 //! p99 more than doubles; a pool sized to the cores keeps the same throughput with a tight
 //! tail, and leaves the executor free to answer FetchKeys and Metadata.
 //!
-//! Short jobs ([`SignatureCost::Short`]): the executor thread helps. Each hand-off to a thread
-//! and back costs two thread wake-ups, which on a VM is a large share of a 0.1-0.3 ms
-//! signature, so the executor computes a short job itself when it has nothing else to do (a
-//! lone call is signed with no hand-off at all), and yields to its other tasks and the socket
-//! between two signatures: FetchKeys then waits for at most one short signature. One thread
-//! is kept for long jobs only, so the executor and the other threads make one signer per core.
+//! Short jobs ([`SignatureCost::Short`]: ES256, and on aws-lc-rs ES384, ES512, RSA-2048): the
+//! executor thread helps. Each hand-off to a thread and back costs two thread wake-ups, which
+//! on a VM is a large share of a 0.02-0.3 ms signature, so the executor computes a short job
+//! itself when it has nothing else to do (a lone call is signed with no hand-off at all), and
+//! yields to its other tasks and the socket between two signatures: FetchKeys then waits for
+//! at most one short signature. Under load the protocol work keeps the executor busy and the
+//! threads sign; a thread kept busy by a queue that refills does not sleep, so it costs no
+//! wake-up per job. One thread is kept for long jobs only, so the executor and the other
+//! threads make one signer per core.
 //!
 //! It never holds a job's inputs after the job ran, and never logs them.
 

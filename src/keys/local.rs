@@ -105,14 +105,13 @@ impl JwsSigner for LocalKey {
         &self.public_key_der
     }
 
-    // Measured per provider (BENCHMARKS.md, raw signing): ES256 takes ~20 µs with either,
-    // less than a hand-off to another thread. aws-lc-rs signs ES384 in ~0.1 ms, ES512 in
-    // ~0.18 ms and RSA-2048 in ~0.25 ms; ring takes ~0.57 ms for ES384 and ~0.6 ms for
-    // RSA-2048, and RSA-3072/4096 take 0.9-5 ms with either: long enough that FetchKeys must
-    // not wait for one.
+    // Measured per provider (BENCHMARKS.md, raw signing): ES256 takes ~16-20 µs with either;
+    // aws-lc-rs signs ES384 in ~0.1 ms, ES512 in ~0.18 ms and RSA-2048 in ~0.25 ms; ring takes
+    // ~0.57 ms for ES384 and ~0.6 ms for RSA-2048, and RSA-3072/4096 take 0.9-5 ms with
+    // either: long enough that FetchKeys must not wait for one.
     fn signature_cost(&self) -> SignatureCost {
         let short = match (&self.key_pair, self.alg) {
-            (_, Algorithm::ES256) => return SignatureCost::Inline,
+            (_, Algorithm::ES256) => true,
             (KeyPair::Rsa(kp), _) => cfg!(feature = "aws-lc-rs") && rsa_modulus_len(kp) <= 256,
             (_, Algorithm::ES384 | Algorithm::ES512) => cfg!(feature = "aws-lc-rs"),
             _ => false,
@@ -304,7 +303,7 @@ mod tests {
         let rsa2048 = cost_of(include_bytes!("../../keys/test-rsa2048-pkcs1.pem"));
         let rsa3072 = cost_of(include_bytes!("../../keys/test-rsa3072-pkcs8.pem"));
         let rsa4096 = cost_of(include_bytes!("../../keys/test-rsa4096-pkcs1.pem"));
-        assert_eq!(ec256, SignatureCost::Inline);
+        assert_eq!(ec256, SignatureCost::Short);
         assert_eq!(rsa3072, SignatureCost::Long);
         assert_eq!(rsa4096, SignatureCost::Long);
         // aws-lc-rs: 0.1 ms and 0.25 ms; ring: ~0.6 ms each.

@@ -78,12 +78,10 @@ pub trait JwsSigner: Send + Sync + fmt::Debug {
 /// BENCHMARKS.md, "Where signing runs").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignatureCost {
-    /// Tens of microseconds of CPU, less than a hand-off to another thread costs: computed on
-    /// the executor thread that received the call.
-    Inline,
-    /// Up to about 0.3 ms of CPU and no waiting: the signing threads compute it, and the
-    /// executor thread too when it has nothing else to do, so another call waits for at most
-    /// one such signature.
+    /// Up to about 0.3 ms of CPU and no waiting (ES256 takes ~20 µs): the executor thread
+    /// computes it when it has nothing else to do, so a lone call is signed with no hand-off
+    /// and another call waits for at most one such signature; under load the signing threads
+    /// take the rest, so the cores the protocol work leaves idle sign too.
     Short,
     /// Longer, or waits on a device or a network: the signing threads only, so it never holds
     /// up another call.
