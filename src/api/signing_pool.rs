@@ -26,7 +26,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use crate::keys::SignatureCost;
 
-type Job = Box<dyn FnOnce() + Send>;
+/// Computes a signature; what it returns hands the result to the waiting call.
+type Job = Box<dyn FnOnce() -> Option<Delivery> + Send>;
+/// Sends a computed result to its caller, waking the caller's task.
+type Delivery = Box<dyn FnOnce() + Send>;
 
 struct Queued {
     job: Job,
@@ -51,11 +54,26 @@ struct Shared {
     /// Threads waiting on each condvar: a notification (a syscall) is sent only when one is.
     idle_any: AtomicUsize,
     idle_long_only: AtomicUsize,
-    /// Wakes the executor's helper task when a short job is queued.
+    /// Results computed on the signing threads, for the helper task to hand over.
+    delivered: Mutex<Deliveries>,
+    /// Wakes the executor's helper task when a short job is queued or a result delivered.
     helper: tokio::sync::Notify,
     helper_started: AtomicBool,
     helper_busy: AtomicBool,
     closed: AtomicBool,
+}
+
+/// Why results go through the helper: waking a task from another thread costs the executor's
+/// runtime a syscall (an `eventfd` write) and an extra turn of its I/O driver per wake, i.e.
+/// per call. Handed over by the helper on the executor thread, the wakes are local, and the
+/// signing threads wake the executor at most once per batch of results (only when the helper
+/// waits for work; not while it is queued or running).
+#[derive(Default)]
+struct Deliveries {
+    /// The helper task is alive to collect; when not (no runtime, or its runtime shut down),
+    /// threads hand results over themselves.
+    collecting: bool,
+    pending: Vec<Delivery>,
 }
 
 impl Shared {
@@ -63,6 +81,37 @@ impl Shared {
         self.queue
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_delivered(&self) -> MutexGuard<'_, Deliveries> {
+        self.delivered
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// On a signing thread: a result for the helper to hand over, or handed over here when
+    /// no helper collects.
+    fn deliver_later(&self, delivery: Delivery) {
+        let mut delivered = self.lock_delivered();
+        if !delivered.collecting {
+            drop(delivered);
+            return delivery();
+        }
+        let first = delivered.pending.is_empty();
+        delivered.pending.push(delivery);
+        drop(delivered);
+        // A result already pending means the helper was told and will take this one too.
+        if first {
+            self.helper.notify_one();
+        }
+    }
+
+    /// On the executor thread: hands every pending result to its caller.
+    fn deliver_pending(&self) {
+        let pending = std::mem::take(&mut self.lock_delivered().pending);
+        for delivery in pending {
+            delivery();
+        }
     }
 
     /// The first queued job `takes` allows, removed from the queue.
@@ -101,16 +150,22 @@ impl SigningPool {
             // The caller gave up (deadline passed, client went away): skip the signature
             // rather than spend a core on a token nobody will receive.
             if done.is_closed() {
-                return;
+                return None;
             }
-            if let Ok(value) = std::panic::catch_unwind(AssertUnwindSafe(work)) {
+            // A panic drops `done`: the caller sees `None`.
+            let value = std::panic::catch_unwind(AssertUnwindSafe(work)).ok()?;
+            Some(Box::new(move || {
                 let _ = done.send(value);
-            }
+            }))
         });
         // The helper needs a runtime to live on; without one (never in `signet serve`) the
         // job is simply left to the threads.
-        let short = cost == SignatureCost::Short && tokio::runtime::Handle::try_current().is_ok();
+        let in_runtime = tokio::runtime::Handle::try_current().is_ok();
+        let short = cost == SignatureCost::Short && in_runtime;
         let shared = self.shared();
+        if in_runtime {
+            self.start_helper(shared);
+        }
         // A lone short job while the helper is free is the helper's: waking a thread for it
         // would cost a wake-up for a job the thread most likely finds gone.
         let helper_takes_it = {
@@ -121,7 +176,6 @@ impl SigningPool {
                 && queue.iter().filter(|queued| queued.short).count() == 1
         };
         if short {
-            self.start_helper(shared);
             shared.helper.notify_one();
             if !helper_takes_it && shared.idle_any.load(Ordering::Acquire) > 0 {
                 shared.any_queued.notify_one();
@@ -134,14 +188,20 @@ impl SigningPool {
         result.await.ok()
     }
 
-    /// Starts, once, the task through which the executor thread computes short jobs.
+    /// Starts the task through which the executor thread computes short jobs and hands over
+    /// results, unless it runs. It runs until the pool is dropped or its runtime shuts down.
     fn start_helper(&self, shared: &Arc<Shared>) {
         if shared.helper_started.swap(true, Ordering::AcqRel) {
             return;
         }
+        shared.lock_delivered().collecting = true;
         let shared = Arc::clone(shared);
         tokio::spawn(async move {
+            // Dropped with the task, also when its runtime shuts down: results are then handed
+            // over by the threads, and the next job starts a helper on its own runtime.
+            let _stopped = HelperStopped(Arc::clone(&shared));
             while !shared.closed.load(Ordering::Acquire) {
+                shared.deliver_pending();
                 let next = {
                     let mut queue = shared.lock();
                     let next = match queue.front() {
@@ -155,12 +215,17 @@ impl SigningPool {
                 };
                 match next {
                     Some(queued) => {
-                        (queued.job)();
+                        if let Some(delivery) = (queued.job)() {
+                            delivery();
+                        }
                         shared.helper_busy.store(false, Ordering::Release);
                         // Between two signatures: the socket, FetchKeys, Metadata.
                         tokio::task::yield_now().await;
                     }
-                    None => shared.helper.notified().await,
+                    None if shared.lock_delivered().pending.is_empty() => {
+                        shared.helper.notified().await;
+                    }
+                    None => {}
                 }
             }
         });
@@ -190,6 +255,23 @@ impl SigningPool {
     }
 }
 
+/// Ends the helper's collecting when its task ends, handing over what it left.
+struct HelperStopped(Arc<Shared>);
+
+impl Drop for HelperStopped {
+    fn drop(&mut self) {
+        let pending = {
+            let mut delivered = self.0.lock_delivered();
+            delivered.collecting = false;
+            std::mem::take(&mut delivered.pending)
+        };
+        self.0.helper_started.store(false, Ordering::Release);
+        for delivery in pending {
+            delivery();
+        }
+    }
+}
+
 /// A signing thread's loop: take a job it may, run it, and wait when there is none.
 fn work(shared: &Shared, takes: Takes) {
     let (idle, queued) = match takes {
@@ -203,7 +285,9 @@ fn work(shared: &Shared, takes: Takes) {
         }
         if let Some(next) = Shared::take(&mut queue, takes) {
             drop(queue);
-            (next.job)();
+            if let Some(delivery) = (next.job)() {
+                shared.deliver_later(delivery);
+            }
             queue = shared.lock();
             continue;
         }
@@ -286,6 +370,30 @@ mod tests {
                 .await,
             None
         );
+    }
+
+    #[test]
+    fn results_still_arrive_after_the_helpers_runtime_shut_down() {
+        let pool = SigningPool::default();
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        // The first runtime starts the helper, which collects the threads' results.
+        let first = runtime();
+        assert_eq!(first.block_on(pool.run(SignatureCost::Long, || 1)), Some(1));
+        assert!(pool.shared().lock_delivered().collecting);
+        drop(first);
+        // Its task is gone: the threads hand results over themselves until the next job
+        // starts a helper on the runtime it runs on.
+        assert!(!pool.shared().lock_delivered().collecting);
+        let second = runtime();
+        for cost in [SignatureCost::Long, SignatureCost::Short] {
+            assert_eq!(second.block_on(pool.run(cost, || 2)), Some(2));
+        }
+        assert!(pool.shared().lock_delivered().collecting);
     }
 
     #[tokio::test]
