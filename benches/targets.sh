@@ -4,7 +4,7 @@
 # `signet bench` over its Unix socket, peak RSS, and startup time.
 #
 # Usage: benches/targets.sh [SECONDS_PER_LOAD_RUN] [REPEATS]   (defaults: 5 3)
-# Needs: cargo, python3, openssl. Runs for about 3 + 2.5 * SECONDS * REPEATS * 6 / 60 + 2 minutes,
+# Needs: cargo, python3, openssl. Runs for about 3 + 2.5 * SECONDS * REPEATS * 7 / 60 + 2 minutes,
 # plus 5 s per repeat for the raw RSA rate measured beside the RSA load run.
 # On a shared machine, run it as root to give it scheduling priority (it raises its own
 # autogroup's priority when it can): the targets are about signet, not about the neighbours.
@@ -68,7 +68,7 @@ import json, sys
 r = json.load(open(sys.argv[1])); l = r["latency_us"] or {}
 print(f"    {r['rpc']:9s} c={r['concurrency']:<3d} requests {r['requests']:8d} errors {r['errors']}"
       f"  {r['throughput_per_second']:8.0f}/s  p50 {l.get('p50')} µs  p99 {l.get('p99')} µs"
-      f"  server VmHWM {int(sys.argv[2]) / 1024:.1f} MiB")
+      f"  server VmHWM {int(sys.argv[2]) / 1024:.1f} MiB" + ("  (spinning client)" if r.get("spin") else ""))
 EOF
 }
 
@@ -78,6 +78,9 @@ for _ in $(seq 1 "$REPEATS"); do
   run --key-file "$WORK/ec1.pem" --key-file "$WORK/ec2.pem" --key-file "$WORK/ec3.pem" -- \
     --rpc fetchkeys -c 1 -d "${SECS}s"
   run -- --rpc sign -c 1 -d "${SECS}s"
+  # The same with the load generator polling instead of sleeping: the signer's own latency,
+  # without the load generator's vCPU wake-up (see BENCHMARKS.md, run J).
+  run -- --rpc sign -c 1 -d "${SECS}s" --spin
   run -- --rpc sign -c 16 -d "${SECS}s"
   # The host's speed drifts by tens of percent over minutes (BENCHMARKS.md), so the raw
   # two-thread RSA rate the 85% target compares with is measured right before this load run.

@@ -117,6 +117,12 @@ fn bench_drives_signet_over_v1_and_v1alpha1() {
     assert_clean_run(&sign, &["sign"]);
     assert_eq!(sign["api"], "v1");
     assert_eq!(sign["connections"], 1);
+    assert_eq!(sign["spin"], false);
+
+    // A spinning load generator measures the same calls, and says it spun.
+    let spun = run_json(&socket, "sign", &["--spin"]);
+    assert_clean_run(&spun, &["sign"]);
+    assert_eq!(spun["spin"], true);
 
     // The mix over the older package, spread over two connections.
     let mix = run_json(&socket, "mix", &["--api", "v1alpha1", "--connections", "2"]);

@@ -61,6 +61,8 @@ pub struct Report {
     pub socket: String,
     pub concurrency: u32,
     pub connections: u32,
+    /// The load generator polled without sleeping (`--spin`).
+    pub spin: bool,
     pub warmup_seconds: f64,
     /// From the end of the warm-up to the last measured answer.
     pub measured_seconds: f64,
@@ -98,6 +100,7 @@ impl Report {
             socket: plan.socket.to_string(),
             concurrency: plan.concurrency,
             connections: plan.connections,
+            spin: plan.spin,
             warmup_seconds: plan.warmup.as_secs_f64(),
             measured_seconds: (seconds * 1000.0).round() / 1000.0,
             total: rpc_report(&all, &all_errors, seconds),
@@ -121,12 +124,13 @@ impl Report {
         };
         let _ = writeln!(
             out,
-            "signet bench: {rpc:?} on {socket} ({api}), concurrency {c}, {k} connection(s), \
+            "signet bench: {rpc:?} on {socket} ({api}), concurrency {c}, {k} connection(s){spin}, \
              {m:.2}s measured after {w:.2}s warm-up",
             rpc = self.rpc,
             socket = self.socket,
             c = self.concurrency,
             k = self.connections,
+            spin = if self.spin { ", spinning client" } else { "" },
             m = self.measured_seconds,
             w = self.warmup_seconds,
         );
