@@ -195,11 +195,13 @@ impl SigningPool {
             return;
         }
         shared.lock_delivered().collecting = true;
+        // Dropped with the task, also when its runtime shuts down or refuses the task: results
+        // are then handed over by the threads, and the next job starts a helper on its own
+        // runtime. Made here, not in the task, so that a task dropped unpolled drops it too.
+        let stopped = HelperStopped(Arc::clone(shared));
         let shared = Arc::clone(shared);
         tokio::spawn(async move {
-            // Dropped with the task, also when its runtime shuts down: results are then handed
-            // over by the threads, and the next job starts a helper on its own runtime.
-            let _stopped = HelperStopped(Arc::clone(&shared));
+            let _stopped = stopped;
             while !shared.closed.load(Ordering::Acquire) {
                 shared.deliver_pending();
                 let next = {
