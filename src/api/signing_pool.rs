@@ -400,6 +400,16 @@ mod tests {
 
     #[tokio::test]
     async fn many_short_and_long_jobs_all_complete_once() {
+        short_and_long_jobs_all_complete_once().await;
+    }
+
+    /// The same with the helper and the callers on different worker threads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_jobs_complete_once_on_a_multi_thread_runtime() {
+        short_and_long_jobs_all_complete_once().await;
+    }
+
+    async fn short_and_long_jobs_all_complete_once() {
         let pool = Arc::new(SigningPool::default());
         let ran = Arc::new(AtomicUsize::new(0));
         let mut calls = tokio::task::JoinSet::new();
