@@ -106,24 +106,14 @@ impl ExternalJwtSignerService {
             .map(|key| key.signature_cost());
         let Some(cost) = cost else {
             // A verification-only set: fails at once with the signer's own error.
-            return self.sign(request);
+            return sign(&self.signer, request);
         };
-        let service = self.clone();
+        // The job needs the signer only: one `Arc` to clone per call, not the whole service.
+        let signer = Arc::clone(&self.signer);
         self.signing_pool
-            .run(cost, move || service.sign(request))
+            .run(cost, move || sign(&signer, request))
             .await
             .unwrap_or_else(|| Err(Status::internal("the signing thread failed")))
-    }
-
-    fn sign(&self, request: SignJwtRequest) -> Result<SignJwtResponse, Status> {
-        let signed = self
-            .signer
-            .sign(&request.claims)
-            .map_err(|err| status_for_sign_error(&err))?;
-        Ok(SignJwtResponse {
-            header: signed.header,
-            signature: signed.signature,
-        })
     }
 
     fn fetch_keys(&self) -> FetchKeysResponse {
@@ -164,6 +154,17 @@ impl ExternalJwtSignerService {
             max_token_expiration_seconds: self.signer.max_token_expiration_secs(),
         }
     }
+}
+
+/// Signs the request's claims, the error mapped to its gRPC status.
+fn sign(signer: &TokenSigner, request: SignJwtRequest) -> Result<SignJwtResponse, Status> {
+    let signed = signer
+        .sign(&request.claims)
+        .map_err(|err| status_for_sign_error(&err))?;
+    Ok(SignJwtResponse {
+        header: signed.header,
+        signature: signed.signature,
+    })
 }
 
 /// Both generated traits have the same methods over the same message types; one body each.

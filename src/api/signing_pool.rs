@@ -26,10 +26,18 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use crate::keys::SignatureCost;
 
-/// Computes a signature; what it returns hands the result to the waiting call.
-type Job = Box<dyn FnOnce() -> Option<Delivery> + Send>;
+/// Computes a signature and hands the result to the waiting call as told.
+type Job = Box<dyn FnOnce(Handover<'_>) + Send>;
 /// Sends a computed result to its caller, waking the caller's task.
 type Delivery = Box<dyn FnOnce() + Send>;
+
+/// Where a job's result goes once computed.
+enum Handover<'a> {
+    /// On the executor thread: to the waiting call at once.
+    AtOnce,
+    /// On a signing thread: through the helper task (see [`Deliveries`]).
+    Later(&'a Shared),
+}
 
 struct Queued {
     job: Job,
@@ -58,7 +66,6 @@ struct Shared {
     delivered: Mutex<Deliveries>,
     /// Wakes the executor's helper task when a short job is queued or a result delivered.
     helper: tokio::sync::Notify,
-    helper_started: AtomicBool,
     helper_busy: AtomicBool,
     closed: AtomicBool,
 }
@@ -70,8 +77,8 @@ struct Shared {
 /// waits for work; not while it is queued or running).
 #[derive(Default)]
 struct Deliveries {
-    /// The helper task is alive to collect; when not (no runtime, or its runtime shut down),
-    /// threads hand results over themselves.
+    /// The helper task runs (so no other is started) and collects; when not (no runtime, or
+    /// its runtime shut down), threads hand results over themselves.
     collecting: bool,
     pending: Vec<Delivery>,
 }
@@ -146,17 +153,24 @@ impl SigningPool {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Option<T> {
         let (done, result) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
+        let job: Job = Box::new(move |handover| {
             // The caller gave up (deadline passed, client went away): skip the signature
             // rather than spend a core on a token nobody will receive.
             if done.is_closed() {
-                return None;
+                return;
             }
             // A panic drops `done`: the caller sees `None`.
-            let value = std::panic::catch_unwind(AssertUnwindSafe(work)).ok()?;
-            Some(Box::new(move || {
-                let _ = done.send(value);
-            }))
+            let Ok(value) = std::panic::catch_unwind(AssertUnwindSafe(work)) else {
+                return;
+            };
+            match handover {
+                Handover::AtOnce => {
+                    let _ = done.send(value);
+                }
+                Handover::Later(shared) => shared.deliver_later(Box::new(move || {
+                    let _ = done.send(value);
+                })),
+            }
         });
         // The helper needs a runtime to live on; without one (never in `signet serve`) the
         // job is simply left to the threads.
@@ -191,10 +205,13 @@ impl SigningPool {
     /// Starts the task through which the executor thread computes short jobs and hands over
     /// results, unless it runs. It runs until the pool is dropped or its runtime shuts down.
     fn start_helper(&self, shared: &Arc<Shared>) {
-        if shared.helper_started.swap(true, Ordering::AcqRel) {
-            return;
+        {
+            let mut delivered = shared.lock_delivered();
+            if delivered.collecting {
+                return;
+            }
+            delivered.collecting = true;
         }
-        shared.lock_delivered().collecting = true;
         // Dropped with the task, also when its runtime shuts down or refuses the task: results
         // are then handed over by the threads, and the next job starts a helper on its own
         // runtime. Made here, not in the task, so that a task dropped unpolled drops it too.
@@ -217,9 +234,7 @@ impl SigningPool {
                 };
                 match next {
                     Some(queued) => {
-                        if let Some(delivery) = (queued.job)() {
-                            delivery();
-                        }
+                        (queued.job)(Handover::AtOnce);
                         shared.helper_busy.store(false, Ordering::Release);
                         // Between two signatures: the socket, FetchKeys, Metadata.
                         tokio::task::yield_now().await;
@@ -267,7 +282,6 @@ impl Drop for HelperStopped {
             delivered.collecting = false;
             std::mem::take(&mut delivered.pending)
         };
-        self.0.helper_started.store(false, Ordering::Release);
         for delivery in pending {
             delivery();
         }
@@ -287,9 +301,7 @@ fn work(shared: &Shared, takes: Takes) {
         }
         if let Some(next) = Shared::take(&mut queue, takes) {
             drop(queue);
-            if let Some(delivery) = (next.job)() {
-                shared.deliver_later(delivery);
-            }
+            (next.job)(Handover::Later(shared));
             queue = shared.lock();
             continue;
         }
