@@ -104,6 +104,16 @@ fn assert_clean_run(report: &serde_json::Value, rpcs: &[&str]) {
         .map(|r| r["requests"].as_u64().unwrap())
         .sum();
     assert_eq!(sum, requests);
+    // The machine's cores over the measured window, from the kernel's counters.
+    if cfg!(target_os = "linux") {
+        for share in ["idle_percent", "steal_percent"] {
+            let percent = report["cpu"][share].as_f64();
+            assert!(
+                percent.is_some_and(|p| (0.0..=100.0).contains(&p)),
+                "{share}: {report:#}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! It is a client only: it never reads signet's internals, so it measures signet and any other
 //! implementation alike. It never prints the claims it sends or the signatures it gets back.
 
+mod cpu;
 mod report;
 
 use std::fmt;
@@ -26,6 +27,7 @@ use crate::cli::parse_duration;
 use crate::config::EXIT_CONFIG;
 use crate::server::SocketAddress;
 
+pub use cpu::CpuShare;
 pub use report::{LatencySummary, Report, RpcReport};
 
 /// The default Sign payload: a real kube-apiserver v1.36.2 claims string for a pod-bound token
@@ -319,6 +321,11 @@ pub async fn run(plan: &LoadPlan, progress: Progress) -> Result<Report, BenchErr
         };
         tasks.push(tokio::spawn(job.run(client)));
     }
+    // The cores' counters when the measured window opens (the warm-up is not counted).
+    let cpu_at_start = tokio::spawn(async move {
+        tokio::time::sleep_until(timing.measure_from.into()).await;
+        cpu::CpuTimes::read()
+    });
     let spinner = plan.spin.then(|| tokio::spawn(spin_until(timing.end)));
     let ticker = (progress == Progress::Terminal).then(|| {
         tokio::spawn(show_progress(
@@ -335,6 +342,10 @@ pub async fn run(plan: &LoadPlan, progress: Progress) -> Result<Report, BenchErr
         let done = task.await.expect("a load task panicked");
         tally.merge(done);
     }
+    let cpu = match (cpu_at_start.await.ok().flatten(), cpu::CpuTimes::read()) {
+        (Some(start), Some(end)) => end.share_since(&start),
+        _ => None,
+    };
     if let Some(spinner) = spinner {
         spinner.abort();
         let _ = spinner.await;
@@ -350,7 +361,7 @@ pub async fn run(plan: &LoadPlan, progress: Progress) -> Result<Report, BenchErr
             last.saturating_duration_since(timing.measure_from)
         })
         .max(Duration::from_micros(1));
-    Ok(Report::new(plan, measured, &tally))
+    Ok(Report::new(plan, measured, &tally, cpu))
 }
 
 /// One HTTP/2 connection, as kube-apiserver opens it: plaintext, prior knowledge, authority

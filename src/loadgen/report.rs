@@ -8,6 +8,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::cpu::{CpuShare, STEAL_WARNING_PERCENT};
 use super::{ApiVersion, LoadPlan, Rpc, RpcChoice, Tally};
 
 /// Latency of successful calls, in microseconds.
@@ -66,6 +67,9 @@ pub struct Report {
     pub warmup_seconds: f64,
     /// From the end of the warm-up to the last measured answer.
     pub measured_seconds: f64,
+    /// The whole machine's cores over the measured window (Linux only): idle, and taken by
+    /// the hypervisor. The load tool shares the cores with the signer it measures.
+    pub cpu: Option<CpuShare>,
     #[serde(flatten)]
     pub total: RpcReport,
     /// Per RPC, for the RPCs that were called.
@@ -73,7 +77,12 @@ pub struct Report {
 }
 
 impl Report {
-    pub(crate) fn new(plan: &LoadPlan, measured: Duration, tally: &Tally) -> Self {
+    pub(crate) fn new(
+        plan: &LoadPlan,
+        measured: Duration,
+        tally: &Tally,
+        cpu: Option<CpuShare>,
+    ) -> Self {
         let seconds = measured.as_secs_f64();
         let mut all = super::new_histogram();
         let mut all_errors: BTreeMap<String, super::ErrorCount> = BTreeMap::new();
@@ -103,6 +112,7 @@ impl Report {
             spin: plan.spin,
             warmup_seconds: plan.warmup.as_secs_f64(),
             measured_seconds: (seconds * 1000.0).round() / 1000.0,
+            cpu,
             total: rpc_report(&all, &all_errors, seconds),
             by_rpc,
         }
@@ -164,7 +174,27 @@ impl Report {
             }
         }
         section("total", &self.total);
+        if let Some(cpu) = &self.cpu {
+            write_cpu(&mut out, cpu);
+        }
         out
+    }
+}
+
+/// The cores' line of the text report, and a warning when the host took a share of them.
+fn write_cpu(out: &mut String, cpu: &CpuShare) {
+    let _ = writeln!(
+        out,
+        "{:<10} all cores, measured window: idle {}%  stolen by the host {}%",
+        "cpu", cpu.idle_percent, cpu.steal_percent
+    );
+    if cpu.steal_percent > STEAL_WARNING_PERCENT {
+        let _ = writeln!(
+            out,
+            "warning: the host took {}% of the cores' time: these figures understate the \
+             signer; measure again when the host is quieter",
+            cpu.steal_percent
+        );
     }
 }
 
@@ -185,5 +215,38 @@ fn rpc_report(
             .collect(),
         throughput_per_second: (requests as f64 / seconds).round(),
         latency_us: LatencySummary::of(latency),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_warns_when_the_host_took_a_share_of_the_cores() {
+        let mut quiet = String::new();
+        write_cpu(
+            &mut quiet,
+            &CpuShare {
+                idle_percent: 6.0,
+                steal_percent: 1.8,
+            },
+        );
+        assert_eq!(
+            quiet,
+            "cpu        all cores, measured window: idle 6%  stolen by the host 1.8%\n"
+        );
+        let mut stolen = String::new();
+        write_cpu(
+            &mut stolen,
+            &CpuShare {
+                idle_percent: 10.5,
+                steal_percent: 12.5,
+            },
+        );
+        assert!(
+            stolen.contains("warning: the host took 12.5% of the cores' time"),
+            "{stolen}"
+        );
     }
 }
