@@ -11,7 +11,7 @@ use signet::backend::{DirectoryBackend, KeyBackend, MemoryBackend, StoreError};
 use signet::keys::{Algorithm, KeyError, SigningKey};
 use signet::lifecycle::{
     FileStateStore, ImportOptions, InitialKeys, KeyLifecycle, KeyState, LifecycleError,
-    LifecycleState, ManualClock, MemoryStateStore, RotationPolicy, StateStore,
+    LifecycleState, ManualClock, MemoryStateStore, RotationPolicy, StateStore, VERIFIER_LEEWAY,
 };
 use signet::signer::TokenSigner;
 
@@ -211,7 +211,8 @@ async fn force_promotes_before_the_lead_and_promote_now_needs_no_second_call() {
 }
 
 #[tokio::test]
-async fn a_retired_key_stays_published_for_max_expiration_plus_refresh_after_its_last_signature() {
+async fn a_retired_key_stays_published_for_max_expiration_leeway_and_refresh_after_its_last_signature(
+) {
     let f = fixture();
     let old = f.signing_kid();
     f.lifecycle.rotate(None, false).await.unwrap();
@@ -227,7 +228,7 @@ async fn a_retired_key_stays_published_for_max_expiration_plus_refresh_after_its
         .unwrap();
     assert_eq!(record.state, KeyState::Retired);
     assert_eq!(record.retired_at, Some(retired_at));
-    let due = retired_at + MAX_EXP + REFRESH;
+    let due = retired_at + MAX_EXP + VERIFIER_LEEWAY + REFRESH;
     assert_eq!(record.removal_due, Some(due));
 
     f.clock.set(due - SECOND);
@@ -609,5 +610,104 @@ async fn every_change_is_persisted_before_it_returns() {
     assert_eq!(
         lifecycle.keyring().snapshot().signing_key().unwrap().kid(),
         next.kid
+    );
+}
+
+/// One server run over a shared store: opened with `max_exp` as its maximum token lifetime.
+fn run_with_max(
+    backend: &Arc<FlakyBackend>,
+    store: &Arc<FlakyStateStore>,
+    clock: &Arc<ManualClock>,
+    max_exp: Duration,
+) -> KeyLifecycle {
+    let mut lifecycle = KeyLifecycle::open(
+        backend.clone(),
+        store.clone(),
+        RotationPolicy::new(REFRESH, max_exp),
+        clock.clone(),
+    )
+    .unwrap();
+    lifecycle.begin_serving().unwrap();
+    lifecycle
+}
+
+#[tokio::test]
+async fn a_key_stays_published_for_the_longest_maximum_it_signed_under_across_restarts() {
+    const HOUR: Duration = Duration::from_secs(3600);
+    // Run 1 signs with key A under a 1 h maximum, run 2 under 48 h, run 3 is back to 1 h.
+    let f = fixture_with(RotationPolicy::new(REFRESH, HOUR));
+    let a = f.signing_kid();
+    drop(f.lifecycle);
+    let run2 = run_with_max(&f.backend, &f.store, &f.clock, 48 * HOUR);
+    let saved = f.store.load().unwrap().unwrap();
+    assert_eq!(
+        saved.keys[0].longest_token_lifetime_secs,
+        Some(48 * 3600),
+        "recorded before run 2 signs anything"
+    );
+    drop(run2);
+    let run3 = run_with_max(&f.backend, &f.store, &f.clock, HOUR);
+    assert_eq!(
+        f.store.load().unwrap().unwrap().keys[0].longest_token_lifetime_secs,
+        Some(48 * 3600),
+        "a shorter maximum never lowers it"
+    );
+
+    // Run 3 retires A: the 48 h tokens of run 2 keep it published, not run 3's 1 h.
+    run3.rotate(None, false).await.unwrap();
+    f.clock.advance(LEAD);
+    run3.promote(false).await.unwrap();
+    let retired_at = t0() + LEAD;
+    let due = retired_at + 48 * HOUR + VERIFIER_LEEWAY + REFRESH;
+    let record = run3.list().await.into_iter().find(|r| r.kid == a).unwrap();
+    assert_eq!(record.removal_due, Some(due));
+    let published = |lifecycle: &KeyLifecycle| {
+        lifecycle
+            .keyring()
+            .snapshot()
+            .published()
+            .iter()
+            .any(|k| k.kid.as_ref() == a)
+    };
+    run3.tick(retired_at + 2 * HOUR).await.unwrap();
+    assert!(published(&run3), "run 2's tokens are still live");
+    run3.tick(due - SECOND).await.unwrap();
+    assert!(published(&run3));
+    run3.tick(due).await.unwrap();
+    assert!(!published(&run3), "removed once the longest tokens expired");
+
+    // The key promoted in run 3 records run 3's maximum.
+    let state = f.store.load().unwrap().unwrap();
+    assert_eq!(state.keys[0].longest_token_lifetime_secs, Some(3600));
+}
+
+#[tokio::test]
+async fn a_state_without_recorded_lifetimes_uses_the_current_maximum() {
+    // States written before the lifetime was recorded: the current maximum applies.
+    let f = fixture();
+    let old = f.signing_kid();
+    let mut state = f.store.load().unwrap().unwrap();
+    state.keys[0].longest_token_lifetime_secs = None;
+    f.store.save(&state).unwrap();
+    drop(f.lifecycle);
+    let lifecycle = KeyLifecycle::open(
+        f.backend.clone(),
+        f.store.clone(),
+        policy(),
+        f.clock.clone(),
+    )
+    .unwrap();
+    lifecycle.rotate(None, false).await.unwrap();
+    f.clock.advance(LEAD);
+    lifecycle.promote(false).await.unwrap();
+    let record = lifecycle
+        .list()
+        .await
+        .into_iter()
+        .find(|r| r.kid == old)
+        .unwrap();
+    assert_eq!(
+        record.removal_due,
+        Some(t0() + LEAD + MAX_EXP + VERIFIER_LEEWAY + REFRESH)
     );
 }

@@ -4,8 +4,9 @@
 //! **retired** (published, no longer signing) → **removed** (gone from FetchKeys and from the
 //! backend). The rules, with the numbers of [`RotationPolicy`]:
 //! - a key is published at least `publish_lead` before it signs;
-//! - a retired key stays published at least `max_token_expiration + refresh_hint` after its
-//!   last signature;
+//! - a retired key stays published at least `max_token_expiration + 60 s + refresh_hint`
+//!   after its last signature (60 s: how long kube-apiserver accepts a token past its `exp`),
+//!   with the longest `max_token_expiration` any server ran with while the key was active;
 //! - `data_timestamp` advances exactly when the published set changes (see
 //!   [`KeyRing::publish`]); keys are published oldest first, so the order is stable.
 //!
@@ -22,7 +23,7 @@ mod store;
 
 use std::fmt;
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use humantime::format_rfc3339_seconds as rfc3339;
 use zeroize::Zeroizing;
@@ -33,7 +34,7 @@ use crate::keys::{self, Algorithm, KeyError, LocalKey, SigningKey};
 
 pub use crate::backend::StoreError;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use policy::{RotationPolicy, DEFAULT_ROTATION_PERIOD};
+pub use policy::{RotationPolicy, DEFAULT_ROTATION_PERIOD, VERIFIER_LEEWAY};
 pub use store::{
     FileStateStore, KeyOrigin, LifecycleState, MemoryStateStore, StateStore, StoredKey, STATE_FILE,
 };
@@ -72,8 +73,9 @@ pub struct KeyRecord {
     pub published_at: SystemTime,
     pub activated_at: Option<SystemTime>,
     pub retired_at: Option<SystemTime>,
-    /// When a retired key may be removed: `retired_at + max_token_expiration + refresh_hint`
-    /// for a generated key that signed; `retired_at` for a generated key that never signed;
+    /// When a retired key may be removed: `retired_at + max_token_expiration + 60 s +
+    /// refresh_hint` (with the longest maximum in force while it was active) for a generated
+    /// key that signed; `retired_at` for a generated key that never signed;
     /// `None` for imported keys (tokens they signed before the import were issued elsewhere:
     /// only an operator may remove them, with `--force`) and for keys not retired.
     pub removal_due: Option<SystemTime>,
@@ -281,10 +283,9 @@ impl KeyLifecycle {
         match initial {
             InitialKeys::Generate(alg) => {
                 let key = backend.generate(alg, policy.rsa_bits)?;
-                entries.push(Entry {
-                    stored: new_stored(&key, KeyState::Active, KeyOrigin::Generated, now),
-                    key,
-                });
+                let mut stored = new_stored(&key, KeyState::Active, KeyOrigin::Generated, now);
+                record_token_lifetime(&mut stored, policy.max_token_expiration);
+                entries.push(Entry { stored, key });
             }
             InitialKeys::Import(keys) => {
                 for pkcs8 in keys {
@@ -293,7 +294,10 @@ impl KeyLifecycle {
                         return Err(LifecycleError::AlreadyPresent(key.kid().to_owned()));
                     }
                     let stored = if entries.is_empty() {
-                        new_stored(&key, KeyState::Active, KeyOrigin::Imported, now)
+                        let mut stored =
+                            new_stored(&key, KeyState::Active, KeyOrigin::Imported, now);
+                        record_token_lifetime(&mut stored, policy.max_token_expiration);
+                        stored
                     } else {
                         let mut stored =
                             new_stored(&key, KeyState::Retired, KeyOrigin::Imported, now);
@@ -332,6 +336,33 @@ impl KeyLifecycle {
             entries: tokio::sync::Mutex::new(entries),
             last_error: StdMutex::new(None),
         })
+    }
+
+    /// For a server about to sign: records in the state that the active key may now sign
+    /// tokens as long as this server's `max_token_expiration`, before the first Sign, so that a
+    /// later run with a shorter maximum still keeps the key published for them once it
+    /// retires. Writes the state only when the recorded lifetime grows. Takes `&mut self`, so
+    /// it runs before the lifecycle is shared; blocking, like [`open`](Self::open).
+    pub fn begin_serving(&mut self) -> Result<(), LifecycleError> {
+        let entries = self.entries.get_mut();
+        let Some(index) = entries
+            .iter()
+            .position(|e| e.stored.state == KeyState::Active)
+        else {
+            return Ok(());
+        };
+        let mut active = entries[index].stored.clone();
+        record_token_lifetime(&mut active, self.policy.max_token_expiration);
+        if active == entries[index].stored {
+            return Ok(());
+        }
+        let mut keys: Vec<StoredKey> = entries.iter().map(|e| e.stored.clone()).collect();
+        keys[index] = active.clone();
+        let state = LifecycleState::new(keys);
+        state.validate(self.store.location())?;
+        self.store.save(&state)?;
+        entries[index].stored = active;
+        Ok(())
     }
 
     /// The key ring Sign and FetchKeys read.
@@ -615,6 +646,10 @@ impl KeyLifecycle {
         }
         next[next_index].stored.state = KeyState::Active;
         next[next_index].stored.activated_at = Some(now);
+        record_token_lifetime(
+            &mut next[next_index].stored,
+            self.policy.max_token_expiration,
+        );
         self.commit(entries, next, now).await?;
         if let Some(i) = active_index {
             log_transition(&entries[i].stored, "active");
@@ -710,7 +745,8 @@ impl KeyLifecycle {
         if stored.activated_at.is_none() {
             return Some(retired_at); // generated, never signed anything
         }
-        Some(retired_at + self.policy.retention())
+        let lifetime = Duration::from_secs(stored.longest_token_lifetime_secs.unwrap_or(0));
+        Some(retired_at + self.policy.retention_for(lifetime))
     }
 
     fn record(&self, stored: &StoredKey) -> KeyRecord {
@@ -748,7 +784,20 @@ fn new_stored(key: &SigningKey, state: KeyState, origin: KeyOrigin, now: SystemT
         retired_at: (state == KeyState::Retired).then_some(now),
         verify_only: false,
         exclude_from_oidc_discovery: false,
+        longest_token_lifetime_secs: None,
     }
+}
+
+/// Records that `stored`, an active key, may sign tokens that live up to `lifetime`. The
+/// longest lifetime ever recorded is kept: tokens signed under it outlive a restart with a
+/// shorter maximum.
+fn record_token_lifetime(stored: &mut StoredKey, lifetime: Duration) {
+    let secs = lifetime.as_secs();
+    stored.longest_token_lifetime_secs = Some(
+        stored
+            .longest_token_lifetime_secs
+            .map_or(secs, |recorded| recorded.max(secs)),
+    );
 }
 
 /// The published set: every key in publication order; the active one signs.

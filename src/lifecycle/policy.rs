@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use crate::keys::Algorithm;
 
+/// How long after a token's `exp` kube-apiserver still accepts it: its service-account token
+/// validation calls go-jose's `Claims.Validate`, whose default leeway is one minute.
+pub const VERIFIER_LEEWAY: Duration = Duration::from_secs(60);
+
 /// The default automatic rotation period (30 days).
 pub const DEFAULT_ROTATION_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -12,8 +16,8 @@ pub const DEFAULT_ROTATION_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600
 /// maximum token lifetime) so the guarantees follow from the wire contract:
 /// - a key is published at least [`publish_lead`](Self::publish_lead) before it signs, so
 ///   every verifier that refreshes every refresh hint has it first;
-/// - a retired key stays published at least [`retention`](Self::retention) after its last
-///   signature, so no token it signed outlives it.
+/// - a retired key stays published at least [`retention_for`](Self::retention_for) after its
+///   last signature, so no token it signed outlives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotationPolicy {
     /// FetchKeys `refresh_hint_seconds`.
@@ -44,9 +48,11 @@ impl RotationPolicy {
         }
     }
 
-    /// How long a retired key stays published after its last signature.
-    pub fn retention(&self) -> Duration {
-        self.max_token_expiration + self.refresh_hint
+    /// How long a retired key stays published after its last signature, for a key whose
+    /// tokens lived at most `longest_token_lifetime` (never less than the current maximum): the
+    /// lifetime, the verifier's leeway past `exp`, and one refresh hint.
+    pub fn retention_for(&self, longest_token_lifetime: Duration) -> Duration {
+        longest_token_lifetime.max(self.max_token_expiration) + VERIFIER_LEEWAY + self.refresh_hint
     }
 
     /// How often the background task runs [`super::KeyLifecycle::tick`]: often enough that
@@ -89,7 +95,15 @@ mod tests {
     fn defaults_follow_the_wire_numbers() {
         let policy = RotationPolicy::new(MINUTE, Duration::from_secs(24 * 3600));
         assert_eq!(policy.publish_lead, 2 * MINUTE);
-        assert_eq!(policy.retention(), Duration::from_secs(24 * 3600 + 60));
+        assert_eq!(
+            policy.retention_for(Duration::ZERO),
+            Duration::from_secs(24 * 3600 + 60 + 60)
+        );
+        assert_eq!(
+            policy.retention_for(Duration::from_secs(48 * 3600)),
+            Duration::from_secs(48 * 3600 + 60 + 60),
+            "tokens signed under a longer maximum keep the key longer"
+        );
         assert_eq!(policy.rotation_period, Some(DEFAULT_ROTATION_PERIOD));
         assert_eq!(policy.tick_interval(), Duration::from_secs(30));
         assert!(policy.check().is_ok());

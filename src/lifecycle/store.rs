@@ -52,6 +52,12 @@ pub struct StoredKey {
     pub verify_only: bool,
     #[serde(default)]
     pub exclude_from_oidc_discovery: bool,
+    /// The longest token lifetime, in seconds, a server could sign for while this key was
+    /// active (its `--max-token-expiration`, the largest over every run): a retired key stays
+    /// published that long, even if a later run has a shorter maximum. Absent for keys that
+    /// never signed, and in states written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longest_token_lifetime_secs: Option<u64>,
 }
 
 /// The whole lifecycle state: every key in publication order (oldest first).

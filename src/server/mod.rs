@@ -52,7 +52,7 @@ pub enum ServeError {
 pub fn build_lifecycle(config: &ServeConfig) -> Result<Arc<KeyLifecycle>, ConfigError> {
     let policy = config.rotation_policy();
     let clock = Arc::new(SystemClock);
-    let lifecycle = match &config.key_source {
+    let mut lifecycle = match &config.key_source {
         KeySource::Directory(dir) => KeyLifecycle::open(
             Arc::new(
                 DirectoryBackend::open(dir)
@@ -111,6 +111,7 @@ pub fn build_lifecycle(config: &ServeConfig) -> Result<Arc<KeyLifecycle>, Config
             )?
         }
     };
+    lifecycle.begin_serving()?;
     Ok(Arc::new(lifecycle))
 }
 
