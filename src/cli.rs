@@ -361,11 +361,25 @@ fn parse_token(s: &str) -> Result<TokenArg, String> {
 
 /// A duration such as `24h`, `90m`, `3600s` or `1h30m`; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    let duration = match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|err| format!("{err} (use e.g. 24h, 90m, 3600s)"))?,
+    };
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "{s} is longer than the longest accepted duration, 100 years"
+        ));
     }
-    humantime::parse_duration(s).map_err(|err| format!("{err} (use e.g. 24h, 90m, 3600s)"))
+    Ok(duration)
 }
+
+/// The longest duration a flag accepts. Durations are added to timestamps and to each other
+/// (a rotation period to an activation time, twice the refresh hint as the publish lead), and
+/// times are shown in RFC 3339, which ends with year 9999: a bound keeps all of that from
+/// overflowing, and no signer setting needs more than a century (a year of 365.25 days, as
+/// humantime counts `1y`).
+const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
 
 fn parse_socket_address(s: &str) -> Result<SocketAddress, String> {
     SocketAddress::parse(s)
@@ -403,6 +417,15 @@ mod tests {
         assert_eq!(parse_duration("3600s").unwrap(), Duration::from_secs(3_600));
         assert_eq!(parse_duration("3600").unwrap(), Duration::from_secs(3_600));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn durations_beyond_a_century_are_refused_not_overflowed() {
+        assert_eq!(parse_duration("100y").unwrap(), MAX_DURATION);
+        for long in ["101y", "10000y", "18446744073709551615"] {
+            let err = parse_duration(long).unwrap_err();
+            assert!(err.contains("100 years"), "{long}: {err}");
+        }
     }
 
     #[test]
