@@ -493,3 +493,50 @@ async fn removed_keys_are_archived_when_asked() {
     let (status, stderr) = common::run_to_exit(&["serve", "--archive-removed-keys"]);
     assert_eq!(status.code(), Some(64), "{stderr}");
 }
+
+#[test]
+fn a_key_file_signer_answers_reads_and_refuses_changes_it_could_not_keep() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("sa.pem");
+    std::fs::copy(common::key_path("test-ec256-pkcs8.pem"), &key).expect("copy the key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let api_socket = dir.path().join("signet.sock");
+    let admin_socket = dir.path().join("admin.sock");
+    let mut process = common::SignetProcess::spawn(&[
+        "serve",
+        "--key-file",
+        path_str(&key),
+        "--socket",
+        path_str(&api_socket),
+        "--admin-socket",
+        path_str(&admin_socket),
+    ]);
+    process.wait_ready();
+    let keys = |args: &[&str]| {
+        let mut argv = vec!["keys"];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["--admin-socket", path_str(&admin_socket)]);
+        run_signet(&argv)
+    };
+
+    let listed: serde_json::Value =
+        serde_json::from_str(keys(&["list", "-o", "json"]).ok()).expect("JSON");
+    let kid = listed[0]["kid"].as_str().expect("a kid").to_owned();
+    keys(&["status"]).ok();
+    let import = dir.path().join("other.pem");
+    std::fs::copy(common::key_path("test-ec256-sec1.pem"), &import).unwrap();
+    std::fs::set_permissions(&import, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for change in [
+        vec!["rotate"],
+        vec!["promote", "--force"],
+        vec!["retire", kid.as_str()],
+        vec!["remove", kid.as_str(), "--force"],
+        vec!["import", "--file", path_str(&import)],
+    ] {
+        keys(&change).refused(1, "come from --key-file and live only in memory");
+    }
+    let after: serde_json::Value =
+        serde_json::from_str(keys(&["list", "-o", "json"]).ok()).expect("JSON");
+    assert_eq!(after, listed, "nothing changed");
+}

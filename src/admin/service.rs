@@ -21,11 +21,36 @@ use crate::lifecycle::{
 #[derive(Debug, Clone)]
 pub struct KeyAdminService {
     lifecycle: Arc<KeyLifecycle>,
+    /// Why state-changing calls are refused, when they are (see [`Self::read_only`]).
+    read_only: Option<&'static str>,
 }
 
 impl KeyAdminService {
     pub fn new(lifecycle: Arc<KeyLifecycle>) -> Self {
-        Self { lifecycle }
+        Self {
+            lifecycle,
+            read_only: None,
+        }
+    }
+
+    /// Refuses every state-changing call with `FAILED_PRECONDITION` and `why`; listing, status
+    /// and export still answer. For keys that live only in memory but were given as the
+    /// signer's keys (`--key-file`): a change would be undone by the next restart, and tokens
+    /// signed with a key made here would then stop verifying.
+    #[must_use]
+    pub fn read_only(mut self, why: &'static str) -> Self {
+        self.read_only = Some(why);
+        self
+    }
+
+    /// `Ok` when state-changing calls are allowed; otherwise the refusal, audited.
+    fn allow_change(&self, call: &'static str, uid: Option<u32>) -> Result<(), Status> {
+        let Some(why) = self.read_only else {
+            return Ok(());
+        };
+        let status = Status::failed_precondition(why);
+        tracing::warn!(call, uid, kid = "-", outcome = "refused", code = ?status.code(), error = why, "admin call refused");
+        Err(status)
     }
 
     /// The generated tonic service, ready for a router.
@@ -143,6 +168,7 @@ impl KeyAdmin for KeyAdminService {
         request: Request<v1::RotateRequest>,
     ) -> Result<Response<v1::RotateResponse>, Status> {
         let uid = caller_uid(&request);
+        self.allow_change("rotate", uid)?;
         let request = request.into_inner();
         let alg = parse_algorithm(request.alg.as_deref())?;
         let result = self.lifecycle.rotate(alg, request.promote_now).await;
@@ -157,6 +183,7 @@ impl KeyAdmin for KeyAdminService {
         request: Request<v1::PromoteRequest>,
     ) -> Result<Response<v1::PromoteResponse>, Status> {
         let uid = caller_uid(&request);
+        self.allow_change("promote", uid)?;
         let result = self.lifecycle.promote(request.into_inner().force).await;
         let record = audited("promote", uid, None, result, |r| Some(r.kid.as_str()))?;
         Ok(Response::new(v1::PromoteResponse {
@@ -169,6 +196,7 @@ impl KeyAdmin for KeyAdminService {
         request: Request<v1::RetireRequest>,
     ) -> Result<Response<v1::RetireResponse>, Status> {
         let uid = caller_uid(&request);
+        self.allow_change("retire", uid)?;
         let request = request.into_inner();
         let kid = required_kid(&request.kid)?;
         let result = self.lifecycle.retire(kid).await;
@@ -183,6 +211,7 @@ impl KeyAdmin for KeyAdminService {
         request: Request<v1::RemoveRequest>,
     ) -> Result<Response<v1::RemoveResponse>, Status> {
         let uid = caller_uid(&request);
+        self.allow_change("remove", uid)?;
         let request = request.into_inner();
         let kid = required_kid(&request.kid)?;
         let result = self.lifecycle.remove(kid, request.force).await;
@@ -195,6 +224,7 @@ impl KeyAdmin for KeyAdminService {
         request: Request<v1::ImportRequest>,
     ) -> Result<Response<v1::ImportResponse>, Status> {
         let uid = caller_uid(&request);
+        self.allow_change("import", uid)?;
         let request = request.into_inner();
         let verify_only = request.verify_only;
         // The key is wiped from this buffer when the call ends, whatever the outcome.

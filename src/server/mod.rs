@@ -115,6 +115,22 @@ pub fn build_lifecycle(config: &ServeConfig) -> Result<Arc<KeyLifecycle>, Config
     Ok(Arc::new(lifecycle))
 }
 
+/// The admin service for `lifecycle`. Keys from `--key-file` live only in memory, and signet
+/// already refuses to rotate them automatically (`--rotation-period`); the admin socket refuses
+/// to change them for the same reason.
+fn admin_service(lifecycle: Arc<KeyLifecycle>, source: &KeySource) -> KeyAdminService {
+    let admin = KeyAdminService::new(lifecycle);
+    match source {
+        KeySource::Files(_) => admin.read_only(
+            "this signer's keys come from --key-file and live only in memory: a key rotated, \
+             promoted, imported, retired or removed here would be undone by the next restart, \
+             and tokens signed with a key made here would then stop verifying; serve from a \
+             --key-dir store to manage keys on a running signer",
+        ),
+        KeySource::Directory(_) | KeySource::Generated { .. } => admin,
+    }
+}
+
 /// Binds the configured socket and the admin socket and serves both until SIGTERM or SIGINT,
 /// with automatic rotation running in the background.
 pub async fn run(
@@ -162,7 +178,7 @@ pub async fn run(
         listener,
         ExternalJwtSignerService::new(signer).with_busy_poll(config.busy_poll),
         admin_listener,
-        KeyAdminService::new(lifecycle),
+        admin_service(lifecycle, &config.key_source),
         config.shutdown_grace,
         shutdown,
     )
