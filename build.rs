@@ -27,8 +27,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // A prepared FetchKeys snapshot clones cheaply when key bytes are reference-counted.
         .bytes(".v1.Key.key")
-        // An import request carries a private key: its Debug is written by hand, redacted.
-        .skip_debug([".signet.admin.v1.ImportRequest"]);
+        // An import request carries a private key and a Sign request the raw claims: their
+        // Debug is written by hand, redacted.
+        .skip_debug([".signet.admin.v1.ImportRequest", ".v1.SignJWTRequest"]);
     for message in MESSAGES {
         let rust_name = rust_message_name(message);
         config = config.extern_path(

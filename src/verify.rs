@@ -48,11 +48,13 @@ pub enum VerifyError {
     FetchKeys { code: tonic::Code, message: String },
     #[error("the token is not a compact JWS (header.payload.signature with a base64url JSON header carrying alg and kid)")]
     Malformed,
-    #[error("alg {0} is not one kube-apiserver accepts (RS256, ES256, ES384, ES512)")]
+    // The token's own strings are quoted with escapes: a crafted header cannot write control
+    // characters to the operator's terminal.
+    #[error("alg {0:?} is not one kube-apiserver accepts (RS256, ES256, ES384, ES512)")]
     UnknownAlgorithm(String),
     #[error("{0} tokens cannot be checked by `signet verify` (jsonwebtoken has no ES512); the signer's FetchKeys still lists the key")]
     Unsupported(Algorithm),
-    #[error("kid {0} is not among the keys the signer publishes")]
+    #[error("kid {0:?} is not among the keys the signer publishes")]
     UnknownKid(String),
     #[error("the token does not verify with key {kid}: {reason}")]
     Invalid { kid: String, reason: String },
@@ -83,14 +85,28 @@ pub struct Expectations {
     pub allow_expired: bool,
 }
 
-/// A verified token.
-#[derive(Debug, Clone)]
+/// A verified token. Its Debug leaves out the claims (printed on purpose by `signet verify`
+/// only).
+#[derive(Clone)]
 pub struct Verified {
     pub kid: String,
     pub alg: Algorithm,
     /// The key verifies tokens but is left out of the OIDC documents.
     pub excluded_from_oidc_discovery: bool,
     pub claims: serde_json::Value,
+}
+
+impl std::fmt::Debug for Verified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verified")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field(
+                "excluded_from_oidc_discovery",
+                &self.excluded_from_oidc_discovery,
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// Runs `signet verify` and prints the outcome: the report on stdout, an error on stderr.
@@ -283,5 +299,23 @@ fn describe(kind: &ErrorKind) -> String {
         ErrorKind::MissingRequiredClaim(claim) => format!("the token has no {claim} claim"),
         ErrorKind::InvalidClaimFormat(claim) => format!("the {claim} claim has the wrong type"),
         _ => "the token is malformed".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_from_the_token_are_quoted_with_escapes() {
+        let escape = "\u{1b}[2J";
+        for err in [
+            VerifyError::UnknownAlgorithm(escape.into()),
+            VerifyError::UnknownKid(escape.into()),
+        ] {
+            let message = err.to_string();
+            assert!(!message.contains('\u{1b}'), "{message:?}");
+            assert!(message.contains(r#""\u{1b}[2J""#), "{message}");
+        }
     }
 }

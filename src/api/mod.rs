@@ -30,6 +30,19 @@ pub use status::status_for_sign_error;
 )]
 pub mod v1 {
     tonic::include_proto!("v1");
+
+    // prost's derived Debug would print the raw claims; this one says only how long they are.
+    // (`v1alpha1` reuses these types, so this covers both packages.)
+    impl std::fmt::Debug for SignJwtRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("SignJwtRequest")
+                .field(
+                    "claims",
+                    &format_args!("<{} bytes redacted>", self.claims.len()),
+                )
+                .finish()
+        }
+    }
 }
 
 #[allow(
@@ -203,3 +216,18 @@ macro_rules! impl_external_jwt_signer {
 
 impl_external_jwt_signer!(v1);
 impl_external_jwt_signer!(v1alpha1);
+
+#[cfg(test)]
+mod tests {
+    use super::v1::SignJwtRequest;
+
+    #[test]
+    fn a_sign_requests_debug_never_shows_the_claims() {
+        let request = SignJwtRequest {
+            claims: "eyJzdWIiOiJzZWNyZXQifQ".to_owned(),
+        };
+        let debug = format!("{request:?}");
+        assert!(!debug.contains("eyJ"), "{debug}");
+        assert!(debug.contains("<22 bytes redacted>"), "{debug}");
+    }
+}

@@ -22,3 +22,27 @@ pub fn status_for_sign_error(err: &SignError) -> Status {
     }
     Status::new(code, err.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jws::ClaimsError;
+
+    #[test]
+    fn each_sign_error_has_its_code_and_its_own_message() {
+        let cases = [
+            (SignError::Claims(ClaimsError::Empty), Code::InvalidArgument),
+            (SignError::NoSigningKey, Code::FailedPrecondition),
+            (
+                SignError::Key(KeyError::Signing { kid: "k1".into() }),
+                Code::Unavailable,
+            ),
+            (SignError::Key(KeyError::Generation), Code::Internal),
+        ];
+        for (err, code) in cases {
+            let status = status_for_sign_error(&err);
+            assert_eq!(status.code(), code, "{err}");
+            assert_eq!(status.message(), err.to_string());
+        }
+    }
+}

@@ -186,8 +186,9 @@ impl BenchError {
     }
 }
 
-/// Everything a run needs, checked.
-#[derive(Debug, Clone)]
+/// Everything a run needs, checked. Its Debug leaves out the claims (a `--claims-file` may
+/// hold a real token's).
+#[derive(Clone)]
 pub struct LoadPlan {
     pub socket: SocketAddress,
     pub rpc: RpcChoice,
@@ -199,6 +200,25 @@ pub struct LoadPlan {
     pub claims: String,
     /// Poll without sleeping while the run lasts (`--spin`).
     pub spin: bool,
+}
+
+impl fmt::Debug for LoadPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadPlan")
+            .field("socket", &self.socket)
+            .field("rpc", &self.rpc)
+            .field("api", &self.api)
+            .field("concurrency", &self.concurrency)
+            .field("connections", &self.connections)
+            .field("warmup", &self.warmup)
+            .field("duration", &self.duration)
+            .field(
+                "claims",
+                &format_args!("<{} bytes redacted>", self.claims.len()),
+            )
+            .field("spin", &self.spin)
+            .finish()
+    }
 }
 
 impl LoadPlan {
