@@ -98,7 +98,7 @@ pub struct KeysInitArgs {
     pub alg: Algorithm,
 
     /// RSA modulus size for RS256: 2048, 3072 or 4096.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = parse_rsa_bits)]
     pub rsa_bits: usize,
 }
 
@@ -139,7 +139,7 @@ pub struct KeysRotateArgs {
 
     /// RSA modulus size when the new key is RS256, offline: 2048, 3072 or 4096 (a running
     /// server uses its own --rsa-bits).
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = parse_rsa_bits)]
     pub rsa_bits: usize,
 
     /// Promote the new key at once, skipping the publish lead (needs --force): verifiers
@@ -264,7 +264,7 @@ pub struct ServeArgs {
     pub generate_alg: Algorithm,
 
     /// RSA modulus size for a generated RS256 key: 2048, 3072 or 4096.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = parse_rsa_bits)]
     pub rsa_bits: usize,
 
     /// Longest token lifetime this signer accepts and reports in Metadata (at least 600s).
@@ -381,6 +381,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// humantime counts `1y`).
 const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
 
+/// An RSA modulus size signet generates, checked when the flag is parsed, so that a command
+/// refused for its size has created nothing (a key directory included).
+fn parse_rsa_bits(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(bits @ (2048 | 3072 | 4096)) => Ok(bits),
+        _ => Err(format!(
+            "{s} is not an RSA key size signet generates: choose 2048, 3072 or 4096"
+        )),
+    }
+}
+
 fn parse_socket_address(s: &str) -> Result<SocketAddress, String> {
     SocketAddress::parse(s)
 }
@@ -425,6 +436,21 @@ mod tests {
         for long in ["101y", "10000y", "18446744073709551615"] {
             let err = parse_duration(long).unwrap_err();
             assert!(err.contains("100 years"), "{long}: {err}");
+        }
+    }
+
+    #[test]
+    fn rsa_sizes_are_checked_when_parsed() {
+        for bits in ["2048", "3072", "4096"] {
+            assert_eq!(
+                parse_rsa_bits(bits).unwrap(),
+                bits.parse::<usize>().unwrap()
+            );
+        }
+        for bad in ["1000", "1024", "8192", "big"] {
+            assert!(parse_rsa_bits(bad)
+                .unwrap_err()
+                .contains("2048, 3072 or 4096"));
         }
     }
 

@@ -272,6 +272,21 @@ fn init_refuses_a_non_empty_directory() {
 }
 
 #[test]
+fn init_may_run_again_where_a_failed_init_left_only_its_lock() {
+    let dir = private_tempdir();
+    let path = dir.path().join("keys");
+    // A `keys init` that failed after taking the lock, before storing any key.
+    drop(DirectoryBackend::create(&path).unwrap());
+    assert!(path.join(DirectoryBackend::LOCK_FILE).exists());
+    let backend = DirectoryBackend::create(&path).expect("only the lock is there");
+    backend.generate(Algorithm::ES256, 2048).unwrap();
+    drop(backend);
+    // Once it holds a key, it is a store (or its remains), never silently reused.
+    let err = DirectoryBackend::create(&path).unwrap_err();
+    assert!(matches!(err, StoreError::NotEmpty { .. }), "{err}");
+}
+
+#[test]
 fn an_archiving_directory_store_moves_removed_keys_aside() {
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     let dir = private_tempdir();

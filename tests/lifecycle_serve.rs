@@ -336,3 +336,30 @@ fn offline_import_refuses_bad_input_and_changes_nothing() {
         .count();
     assert_eq!(pem_files, 1, "no key file was added");
 }
+
+#[test]
+fn init_with_a_bad_rsa_size_creates_nothing_and_can_be_run_again() {
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("keys");
+    let store_arg = store.to_str().unwrap();
+    let output = signet(&[
+        "keys",
+        "init",
+        "--key-dir",
+        store_arg,
+        "--alg",
+        "RS256",
+        "--rsa-bits",
+        "1000",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("2048, 3072 or 4096"), "{stderr}");
+    assert!(!store.exists(), "nothing created");
+    let output = signet(&["keys", "init", "--key-dir", store_arg, "--alg", "RS256"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+}

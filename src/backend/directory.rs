@@ -79,8 +79,17 @@ impl DirectoryBackend {
     pub fn create(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let dir = dir.into();
         match fs::read_dir(&dir) {
-            Ok(mut entries) => {
-                if entries.next().is_some() {
+            Ok(entries) => {
+                // The lock file and stale temp files are what a `keys init` that failed (or
+                // died) before its first key was stored leaves: they hold no key, so the
+                // directory still counts as empty and the command can be run again.
+                let holds_something = entries.flatten().any(|entry| {
+                    let name = entry.file_name();
+                    let name = name.to_string_lossy();
+                    name != Self::LOCK_FILE
+                        && !(name.starts_with('.') && name.ends_with(TEMP_SUFFIX))
+                });
+                if holds_something {
                     return Err(StoreError::NotEmpty { dir });
                 }
                 // Empty, so nothing in it was ever exposed: make it private ourselves.
