@@ -386,6 +386,9 @@ const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
 fn parse_rsa_bits(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(bits @ (2048 | 3072 | 4096)) => Ok(bits),
+        Ok(bits) if bits < 2048 => Err(format!(
+            "{bits}-bit RSA keys are too small: choose 2048, 3072 or 4096"
+        )),
         _ => Err(format!(
             "{s} is not an RSA key size signet generates: choose 2048, 3072 or 4096"
         )),
