@@ -613,22 +613,69 @@ async fn every_change_is_persisted_before_it_returns() {
     );
 }
 
-/// One server run over a shared store: opened with `max_exp` as its maximum token lifetime.
+/// One server run over a shared store, as `signet serve` starts one.
+fn run_with(
+    backend: &Arc<FlakyBackend>,
+    store: &Arc<FlakyStateStore>,
+    clock: &Arc<ManualClock>,
+    policy: RotationPolicy,
+) -> KeyLifecycle {
+    let mut lifecycle =
+        KeyLifecycle::open(backend.clone(), store.clone(), policy, clock.clone()).unwrap();
+    lifecycle.begin_serving().unwrap();
+    lifecycle
+}
+
+/// A run with `max_exp` as its maximum token lifetime.
 fn run_with_max(
     backend: &Arc<FlakyBackend>,
     store: &Arc<FlakyStateStore>,
     clock: &Arc<ManualClock>,
     max_exp: Duration,
 ) -> KeyLifecycle {
-    let mut lifecycle = KeyLifecycle::open(
-        backend.clone(),
-        store.clone(),
-        RotationPolicy::new(REFRESH, max_exp),
-        clock.clone(),
-    )
-    .unwrap();
-    lifecycle.begin_serving().unwrap();
-    lifecycle
+    run_with(backend, store, clock, RotationPolicy::new(REFRESH, max_exp))
+}
+
+#[tokio::test]
+async fn after_a_restart_a_next_key_also_waits_out_the_previous_servers_lead() {
+    // Run 1 tells verifiers to refresh every 10 minutes (lead 20 minutes) and prepares a key.
+    let f = fixture();
+    drop(f.lifecycle);
+    let slow = RotationPolicy::new(10 * 60 * SECOND, MAX_EXP);
+    let run1 = run_with(&f.backend, &f.store, &f.clock, slow);
+    let next = run1.rotate(None, false).await.unwrap().kid;
+    drop(run1);
+    assert_eq!(
+        f.store.load().unwrap().unwrap().served_publish_lead_secs,
+        Some(20 * 60)
+    );
+
+    // Run 2 starts a minute later with a 60 s hint (lead 120 s). Verifiers still on run 1's
+    // schedule may not refetch for 10 minutes: the key waits 20 minutes from the restart.
+    let restart = f.clock.advance(60 * SECOND);
+    let run2 = run_with(&f.backend, &f.store, &f.clock, policy());
+    f.clock.set(restart + LEAD + SECOND);
+    match run2.promote(false).await {
+        Err(LifecycleError::NextKeyNotReady { kid, ready_at }) => {
+            assert_eq!((kid, ready_at), (next.clone(), restart + 20 * 60 * SECOND));
+        }
+        other => panic!("expected NextKeyNotReady, got {other:?}"),
+    }
+    f.clock.set(restart + 20 * 60 * SECOND);
+    run2.promote(false).await.unwrap();
+    drop(run2);
+    assert_eq!(
+        f.store.load().unwrap().unwrap().served_publish_lead_secs,
+        Some(LEAD.as_secs()),
+        "the next restart waits out run 2's own lead"
+    );
+
+    // Run 3, with run 2's settings: the usual lead from the restart.
+    let restart = f.clock.advance(SECOND);
+    let run3 = run_with(&f.backend, &f.store, &f.clock, policy());
+    run3.rotate(None, false).await.unwrap();
+    f.clock.set(restart + LEAD);
+    run3.promote(false).await.unwrap();
 }
 
 #[tokio::test]

@@ -194,6 +194,12 @@ pub struct KeyLifecycle {
     /// When this process started publishing. A next key prepared while no server ran (offline
     /// `signet keys rotate`) was not visible to anyone before: its lead counts from here.
     serving_since: SystemTime,
+    /// The publish lead of the server that served the store before this process (from the
+    /// state): a next key also waits that long after `serving_since`.
+    previous_lead: Duration,
+    /// What the state records as the last serving server's lead; this server's own once
+    /// [`begin_serving`](Self::begin_serving) ran, else the stored value, kept as it was.
+    served_lead_secs: Option<u64>,
 }
 
 impl KeyLifecycle {
@@ -215,6 +221,7 @@ impl KeyLifecycle {
             file: STATE_FILE,
         })?;
         state.validate(&location)?;
+        let served_lead_secs = state.served_publish_lead_secs;
         let mut entries = Vec::with_capacity(state.keys.len());
         for stored in state.keys {
             let key = match backend.load(&stored.kid) {
@@ -253,7 +260,9 @@ impl KeyLifecycle {
                 );
             }
         }
-        let lifecycle = Self::assemble(backend, store, policy, clock, entries)?;
+        let mut lifecycle = Self::assemble(backend, store, policy, clock, entries)?;
+        lifecycle.previous_lead = Duration::from_secs(served_lead_secs.unwrap_or(0));
+        lifecycle.served_lead_secs = served_lead_secs;
         let snapshot = lifecycle.keyring.snapshot();
         tracing::info!(
             store = %location.display(),
@@ -328,6 +337,8 @@ impl KeyLifecycle {
         let keyring = Arc::new(KeyRing::new(key_set(&entries, serving_since)?));
         Ok(Self {
             serving_since,
+            previous_lead: Duration::ZERO,
+            served_lead_secs: None,
             backend,
             store,
             policy,
@@ -341,27 +352,30 @@ impl KeyLifecycle {
     /// For a server about to sign: records in the state that the active key may now sign
     /// tokens as long as this server's `max_token_expiration`, before the first Sign, so that a
     /// later run with a shorter maximum still keeps the key published for them once it
-    /// retires. Writes the state only when the recorded lifetime grows. Takes `&mut self`, so
+    /// retires; and records this server's publish lead for the next one (see
+    /// [`LifecycleState::served_publish_lead_secs`]). Writes the state only when either
+    /// changes. Takes `&mut self`, so
     /// it runs before the lifecycle is shared; blocking, like [`open`](Self::open).
     pub fn begin_serving(&mut self) -> Result<(), LifecycleError> {
+        let lead = Some(self.policy.publish_lead.as_secs());
         let entries = self.entries.get_mut();
-        let Some(index) = entries
-            .iter()
-            .position(|e| e.stored.state == KeyState::Active)
-        else {
-            return Ok(());
-        };
-        let mut active = entries[index].stored.clone();
-        record_token_lifetime(&mut active, self.policy.max_token_expiration);
-        if active == entries[index].stored {
+        let mut keys: Vec<StoredKey> = entries.iter().map(|e| e.stored.clone()).collect();
+        if let Some(active) = keys.iter_mut().find(|k| k.state == KeyState::Active) {
+            record_token_lifetime(active, self.policy.max_token_expiration);
+        }
+        let unchanged = self.served_lead_secs == lead
+            && keys.iter().zip(entries.iter()).all(|(k, e)| *k == e.stored);
+        if unchanged {
             return Ok(());
         }
-        let mut keys: Vec<StoredKey> = entries.iter().map(|e| e.stored.clone()).collect();
-        keys[index] = active.clone();
-        let state = LifecycleState::new(keys);
+        let mut state = LifecycleState::new(keys);
+        state.served_publish_lead_secs = lead;
         state.validate(self.store.location())?;
         self.store.save(&state)?;
-        entries[index].stored = active;
+        for (entry, stored) in entries.iter_mut().zip(state.keys) {
+            entry.stored = stored;
+        }
+        self.served_lead_secs = lead;
         Ok(())
     }
 
@@ -719,7 +733,8 @@ impl KeyLifecycle {
         next: Vec<Entry>,
         now: SystemTime,
     ) -> Result<(), LifecycleError> {
-        let state = LifecycleState::new(next.iter().map(|e| e.stored.clone()).collect());
+        let mut state = LifecycleState::new(next.iter().map(|e| e.stored.clone()).collect());
+        state.served_publish_lead_secs = self.served_lead_secs;
         state.validate(self.store.location())?;
         let key_set = key_set(&next, now)?;
         let store = Arc::clone(&self.store);
@@ -729,9 +744,13 @@ impl KeyLifecycle {
         Ok(())
     }
 
-    /// When a next key has been visible in FetchKeys for the publish lead.
+    /// When a next key has been visible in FetchKeys for the publish lead: since it was
+    /// published, and since this process started serving it, for the longer of this server's
+    /// lead and the previous server's (verifiers told to refresh less often before a restart
+    /// keep that schedule until their next fetch).
     fn ready_at(&self, stored: &StoredKey) -> SystemTime {
-        stored.published_at.max(self.serving_since) + self.policy.publish_lead
+        let lead = self.policy.publish_lead;
+        (stored.published_at + lead).max(self.serving_since + lead.max(self.previous_lead))
     }
 
     /// When a retired key may go. Imported keys have none: they may have signed tokens

@@ -66,6 +66,12 @@ pub struct StoredKey {
 pub struct LifecycleState {
     pub version: u32,
     pub keys: Vec<StoredKey>,
+    /// The publish lead, in seconds, of the last server that served this store. Verifiers it
+    /// told to refresh less often than the next server does may not refetch until that long
+    /// after a restart, so a next key waits at least this long after the restart too. Absent
+    /// until a server has served the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_publish_lead_secs: Option<u64>,
 }
 
 impl LifecycleState {
@@ -73,6 +79,7 @@ impl LifecycleState {
         Self {
             version: STATE_VERSION,
             keys,
+            served_publish_lead_secs: None,
         }
     }
 
