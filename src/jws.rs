@@ -38,6 +38,8 @@ pub enum ClaimsError {
     NotObject,
     #[error("token lifetime exp - iat = {lifetime}s exceeds the maximum of {max}s this signer advertises")]
     LifetimeTooLong { lifetime: i64, max: i64 },
+    #[error("claims must carry numeric exp and iat: a token without them could outlive the time its key stays published")]
+    NoLifetime,
 }
 
 /// Checks that `claims` is a JWS payload signet may sign, under a maximum token lifetime.
@@ -70,13 +72,14 @@ pub fn check_claims(claims: &str, max_lifetime_secs: i64) -> Result<(), ClaimsEr
         };
     }
     let lifetime: Lifetime = serde_json::from_slice(&json).map_err(|err| json_error(&err))?;
-    if let Some(lifetime) = lifetime.seconds() {
-        if lifetime > max_lifetime_secs as f64 {
-            return Err(ClaimsError::LifetimeTooLong {
-                lifetime: lifetime.ceil() as i64,
-                max: max_lifetime_secs,
-            });
-        }
+    // kube-apiserver always sets both. Without them, the retention that keeps a retired key
+    // published for its tokens (the longest lifetime signed) would not bound anything.
+    let lifetime = lifetime.seconds().ok_or(ClaimsError::NoLifetime)?;
+    if lifetime > max_lifetime_secs as f64 {
+        return Err(ClaimsError::LifetimeTooLong {
+            lifetime: lifetime.ceil() as i64,
+            max: max_lifetime_secs,
+        });
     }
     Ok(())
 }
@@ -175,9 +178,23 @@ mod tests {
     #[test]
     fn accepts_an_object_and_a_lifetime_at_the_maximum() {
         check_claims(&b64(r#"{"exp":1600,"iat":1000,"sub":"x"}"#), 600).unwrap();
-        check_claims(&b64(r#"{"sub":"no lifetime"}"#), 600).unwrap();
-        // Non-numeric exp/iat are not interpreted.
-        check_claims(&b64(r#"{"exp":"later","iat":1000}"#), 600).unwrap();
+    }
+
+    #[test]
+    fn refuses_claims_without_a_numeric_lifetime() {
+        for claims in [
+            r#"{"sub":"no lifetime"}"#,
+            r#"{"exp":1600}"#,
+            r#"{"iat":1000}"#,
+            r#"{"exp":"later","iat":1000}"#,
+            r#"{"exp":1600,"iat":null}"#,
+        ] {
+            assert_eq!(
+                check_claims(&b64(claims), 600),
+                Err(ClaimsError::NoLifetime),
+                "{claims}"
+            );
+        }
     }
 
     #[test]

@@ -43,9 +43,10 @@ const MAX_REQUEST_BUFFER: usize = 16 * 1024;
 /// may face the internet, and a probe must not become a way to burn signing capacity.
 const HEALTH_MIN_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The claims `/healthz` signs: fixed, obviously not a service-account token, and never
-/// returned. base64url of `{"sub":"signet:healthz"}`.
-const HEALTH_CLAIMS: &str = "eyJzdWIiOiJzaWduZXQ6aGVhbHRoeiJ9";
+/// The claims `/healthz` signs: fixed, obviously not a service-account token (and expired
+/// since 1970, with the `exp` and `iat` every Sign needs), and never returned. base64url of
+/// `{"sub":"signet:healthz","iat":0,"exp":0}`.
+const HEALTH_CLAIMS: &str = "eyJzdWIiOiJzaWduZXQ6aGVhbHRoeiIsImlhdCI6MCwiZXhwIjowfQ";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
