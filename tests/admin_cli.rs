@@ -500,7 +500,8 @@ fn a_key_file_signer_answers_reads_and_refuses_changes_it_could_not_keep() {
     let dir = tempfile::tempdir().expect("temp dir");
     let key = dir.path().join("sa.pem");
     std::fs::copy(common::key_path("test-ec256-pkcs8.pem"), &key).expect("copy the key");
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Readable by others: signet starts, and says so.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let api_socket = dir.path().join("signet.sock");
     let admin_socket = dir.path().join("admin.sock");
     let mut process = common::SignetProcess::spawn(&[
@@ -513,6 +514,13 @@ fn a_key_file_signer_answers_reads_and_refuses_changes_it_could_not_keep() {
         path_str(&admin_socket),
     ]);
     process.wait_ready();
+    let warning = process
+        .stderr_lines()
+        .into_iter()
+        .find(|line| line.contains("key file readable by other users"))
+        .expect("a warning about the key file's mode");
+    assert!(warning.contains("mode 0644"), "{warning}");
+    assert!(warning.contains("chmod 0600"), "{warning}");
     let keys = |args: &[&str]| {
         let mut argv = vec!["keys"];
         argv.extend_from_slice(args);

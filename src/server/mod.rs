@@ -84,6 +84,11 @@ pub fn build_lifecycle(config: &ServeConfig) -> Result<Arc<KeyLifecycle>, Config
                         source,
                     }
                 })?);
+                // `keys import` refuses such a file; a static key given at start is only
+                // warned about, as kube-apiserver's own --service-account-key-file is.
+                if let Err(err) = crate::backend::check_private_mode(path, 0o600) {
+                    tracing::warn!(error = %err, "key file readable by other users: anyone who can read it can sign tokens for this cluster");
+                }
                 let key_error = |source| ConfigError::KeyFile {
                     path: path.clone(),
                     source,
