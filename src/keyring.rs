@@ -183,4 +183,48 @@ mod tests {
         assert_eq!(single.published().len(), 1);
         assert!(!single.published()[0].exclude_from_oidc_discovery);
     }
+
+    fn key(pem: &[u8]) -> SigningKey {
+        let pkcs8 = crate::keys::pkcs8_from_pem(pem).unwrap();
+        SigningKey::new(Arc::new(LocalKey::from_pkcs8(&pkcs8).unwrap()))
+    }
+
+    #[test]
+    fn a_set_that_breaks_an_invariant_is_refused() {
+        let a = key(include_bytes!("../keys/test-ec256-pkcs8.pem"));
+        let b = key(include_bytes!("../keys/test-ec256-sec1.pem"));
+        let now = SystemTime::now();
+        let kid = |k: &SigningKey| k.kid().to_owned();
+        let set = |signing: Option<&SigningKey>, published: Vec<PublishedKey>| {
+            KeySet::new(signing.cloned(), published, now).map(|_| ())
+        };
+        assert_eq!(set(None, vec![]), Err(KeySetError::Empty));
+        assert_eq!(
+            set(Some(&a), vec![]),
+            Err(KeySetError::Empty),
+            "a signing key alone is not a published set"
+        );
+        assert_eq!(
+            set(None, vec![PublishedKey::of(&a), PublishedKey::of(&a)]),
+            Err(KeySetError::DuplicateKid(kid(&a)))
+        );
+        assert_eq!(
+            set(Some(&a), vec![PublishedKey::of(&b)]),
+            Err(KeySetError::SigningKeyNotPublished(kid(&a)))
+        );
+        let excluded = |k: &SigningKey| PublishedKey {
+            exclude_from_oidc_discovery: true,
+            ..PublishedKey::of(k)
+        };
+        assert_eq!(
+            set(Some(&a), vec![excluded(&a), PublishedKey::of(&b)]),
+            Err(KeySetError::SigningKeyExcluded(kid(&a)))
+        );
+        // An excluded key may be published, and verify, as long as it does not sign.
+        assert_eq!(
+            set(Some(&b), vec![excluded(&a), PublishedKey::of(&b)]),
+            Ok(())
+        );
+        assert_eq!(set(None, vec![PublishedKey::of(&b)]), Ok(()), "verify-only");
+    }
 }

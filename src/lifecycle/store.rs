@@ -290,3 +290,78 @@ mod alg_name {
         text.parse().map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn key(kid: &str, state: KeyState) -> StoredKey {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        StoredKey {
+            kid: kid.to_owned(),
+            alg: Algorithm::ES256,
+            state,
+            origin: KeyOrigin::Generated,
+            created_at: at,
+            published_at: at,
+            activated_at: (state != KeyState::Next).then_some(at),
+            retired_at: (state == KeyState::Retired).then_some(at),
+            verify_only: false,
+            exclude_from_oidc_discovery: false,
+            longest_token_lifetime_secs: None,
+        }
+    }
+
+    fn refusal(keys: Vec<StoredKey>) -> String {
+        match LifecycleState::new(keys).validate(Path::new("state.json")) {
+            Err(StoreError::CorruptState { reason, .. }) => reason,
+            other => panic!("expected a corrupt state, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_consistent_state_passes() {
+        let state = LifecycleState::new(vec![
+            key("old", KeyState::Retired),
+            key("now", KeyState::Active),
+            key("new", KeyState::Next),
+        ]);
+        state.validate(Path::new("state.json")).unwrap();
+    }
+
+    #[test]
+    fn each_broken_invariant_is_named() {
+        use KeyState::{Active, Next, Retired};
+        assert!(refusal(vec![key("a", Retired)]).contains("no key is active"));
+        assert!(refusal(vec![key("a", Active), key("b", Active)]).contains("2 keys are active"));
+        assert!(
+            refusal(vec![key("a", Active), key("b", Next), key("c", Next)])
+                .contains("2 keys are next")
+        );
+        assert!(refusal(vec![key("a", Active), key("a", Retired)]).contains("appears twice"));
+        let mut verify_only = key("v", Active);
+        verify_only.verify_only = true;
+        assert!(refusal(vec![verify_only]).contains("verify-only key v is active"));
+        for state in [Active, Next] {
+            let mut excluded = key("x", state);
+            excluded.exclude_from_oidc_discovery = true;
+            let mut keys = vec![excluded];
+            if state == Next {
+                keys.push(key("a", Active));
+            }
+            assert!(
+                refusal(keys).contains("excluded from OIDC discovery"),
+                "{state}"
+            );
+        }
+        let mut state = LifecycleState::new(vec![key("a", Active)]);
+        state.version = 2;
+        match state.validate(Path::new("state.json")) {
+            Err(StoreError::CorruptState { reason, .. }) => {
+                assert!(reason.contains("format version 2"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
