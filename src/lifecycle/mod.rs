@@ -622,6 +622,9 @@ impl KeyLifecycle {
         // The key is stored before the state names it: a crash here leaves an orphan key,
         // never a state entry without its key.
         let key = blocking(move || backend.generate(alg, rsa_bits)).await?;
+        // Generating an RSA-4096 key (or asking an HSM) can take seconds: the key is published
+        // when the state is saved, after that, so its lead counts from then.
+        let now = now.max(self.clock.now());
         let mut next = entries.clone();
         next.push(Entry {
             stored: new_stored(&key, KeyState::Next, KeyOrigin::Generated, now),
