@@ -9,6 +9,7 @@ use base64::Engine as _;
 
 use signet::backend::{DirectoryBackend, KeyBackend, MemoryBackend, StoreError};
 use signet::keys::{Algorithm, KeyError, SigningKey};
+use signet::lifecycle::Clock as _;
 use signet::lifecycle::{
     FileStateStore, ImportOptions, InitialKeys, KeyLifecycle, KeyState, LifecycleError,
     LifecycleState, ManualClock, MemoryStateStore, RotationPolicy, StateStore, VERIFIER_LEEWAY,
@@ -757,4 +758,80 @@ async fn a_state_without_recorded_lifetimes_uses_the_current_maximum() {
         record.removal_due,
         Some(t0() + LEAD + MAX_EXP + VERIFIER_LEEWAY + REFRESH)
     );
+}
+
+/// A wall clock that was stepped: it reads `wall`, but only `real` has passed (as a
+/// `GuardedSystemClock` judges it).
+#[derive(Debug)]
+struct SteppedClock {
+    wall: ManualClock,
+    real: ManualClock,
+}
+
+impl signet::lifecycle::Clock for SteppedClock {
+    fn now(&self) -> SystemTime {
+        self.wall.now()
+    }
+    fn judge(&self, now: SystemTime) -> SystemTime {
+        now.min(self.real.now())
+    }
+}
+
+#[tokio::test]
+async fn a_forward_step_of_the_wall_clock_neither_promotes_nor_removes_early() {
+    let clock = Arc::new(SteppedClock {
+        wall: ManualClock::new(t0()),
+        real: ManualClock::new(t0()),
+    });
+    let lifecycle = KeyLifecycle::create(
+        Arc::new(MemoryBackend::new()),
+        Arc::new(MemoryStateStore::new()),
+        policy(),
+        clock.clone(),
+        InitialKeys::Generate(Algorithm::ES256),
+    )
+    .unwrap();
+    let old = lifecycle
+        .keyring()
+        .snapshot()
+        .signing_key()
+        .unwrap()
+        .kid()
+        .to_owned();
+    let published = |kid: &str| {
+        lifecycle
+            .keyring()
+            .snapshot()
+            .published()
+            .iter()
+            .any(|k| &*k.kid == kid)
+    };
+    lifecycle.rotate(None, false).await.unwrap();
+
+    // The wall clock jumps two days ahead, a second after the key was published.
+    let stepped = clock.wall.advance(2 * 24 * 3600 * SECOND);
+    clock.real.advance(SECOND);
+    assert!(matches!(
+        lifecycle.promote(false).await,
+        Err(LifecycleError::NextKeyNotReady { .. })
+    ));
+    lifecycle.tick(stepped).await.unwrap();
+    assert!(published(&old));
+
+    // Once the lead has really passed, the promotion goes ahead (stamped with the wall clock).
+    clock.real.advance(LEAD);
+    lifecycle.promote(false).await.unwrap();
+    let due = stepped + MAX_EXP + VERIFIER_LEEWAY + REFRESH;
+
+    // Another step, past the retention: the old key stays until the retention really passed.
+    clock.wall.set(due + 24 * 3600 * SECOND);
+    lifecycle.tick(clock.wall.now()).await.unwrap();
+    assert!(published(&old), "its tokens may still be live");
+    assert!(matches!(
+        lifecycle.remove(&old, false).await,
+        Err(LifecycleError::StillVerifiesLiveTokens { .. })
+    ));
+    clock.real.set(due);
+    lifecycle.tick(clock.wall.now()).await.unwrap();
+    assert!(!published(&old), "removed once the retention really passed");
 }

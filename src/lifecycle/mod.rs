@@ -33,7 +33,7 @@ use crate::keyring::{KeyRing, KeySet, KeySetError, PublishedKey};
 use crate::keys::{self, Algorithm, KeyError, LocalKey, SigningKey};
 
 pub use crate::backend::StoreError;
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, GuardedSystemClock, ManualClock, SystemClock};
 pub use policy::{RotationPolicy, DEFAULT_ROTATION_PERIOD, VERIFIER_LEEWAY};
 pub use store::{
     FileStateStore, KeyOrigin, LifecycleState, MemoryStateStore, StateStore, StoredKey, STATE_FILE,
@@ -558,14 +558,17 @@ impl KeyLifecycle {
 
     async fn tick_locked(&self, now: SystemTime) -> Result<(), LifecycleError> {
         let mut entries = self.entries.lock().await;
+        // Whether a lead or a retention is over is judged by elapsed time; what is recorded
+        // is `now` (see `Clock::judge`).
+        let judged = self.clock.judge(now);
         if let Some(due) = self.rotation_due(&entries) {
             let lead = self.policy.publish_lead;
             match entries.iter().find(|e| e.stored.state == KeyState::Next) {
-                None if now + lead >= due => {
+                None if judged + lead >= due => {
                     let record = self.rotate_locked(&mut entries, None, now).await?;
                     tracing::info!(kid = %record.kid, due = %rfc3339(due), "automatic rotation: next key prepared");
                 }
-                Some(next) if now >= due && now >= self.ready_at(&next.stored) => {
+                Some(next) if judged >= due && judged >= self.ready_at(&next.stored) => {
                     let record = self.promote_locked(&mut entries, false, now).await?;
                     tracing::info!(kid = %record.kid, "automatic rotation: next key promoted");
                 }
@@ -574,7 +577,7 @@ impl KeyLifecycle {
         }
         let expired: Vec<String> = entries
             .iter()
-            .filter(|e| self.removal_due(&e.stored).is_some_and(|due| due <= now))
+            .filter(|e| self.removal_due(&e.stored).is_some_and(|due| due <= judged))
             .map(|e| e.stored.kid.clone())
             .collect();
         for kid in expired {
@@ -647,7 +650,8 @@ impl KeyLifecycle {
             .position(|e| e.stored.state == KeyState::Next)
             .ok_or(LifecycleError::NoNextKey)?;
         let ready_at = self.ready_at(&entries[next_index].stored);
-        if !force && now < ready_at {
+        let early = self.clock.judge(now) < ready_at;
+        if !force && early {
             return Err(LifecycleError::NextKeyNotReady {
                 kid: entries[next_index].stored.kid.clone(),
                 ready_at,
@@ -672,7 +676,7 @@ impl KeyLifecycle {
             log_transition(&entries[i].stored, "active");
         }
         log_transition(&entries[next_index].stored, "next");
-        if force && now < ready_at {
+        if force && early {
             tracing::warn!(kid = %entries[next_index].stored.kid, "promoted before the publish lead was over (forced): verifiers that have not refreshed yet reject its tokens until they do");
         }
         Ok(self.record(&entries[next_index].stored))
@@ -699,7 +703,7 @@ impl KeyLifecycle {
                 return Err(LifecycleError::ImportedKeyNeedsForce(kid.to_owned()));
             }
             if let Some(removal_due) = self.removal_due(stored) {
-                if now < removal_due {
+                if self.clock.judge(now) < removal_due {
                     return Err(LifecycleError::StillVerifiesLiveTokens {
                         kid: kid.to_owned(),
                         removal_due,

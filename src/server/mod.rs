@@ -17,7 +17,7 @@ use crate::backend::{DirectoryBackend, MemoryBackend};
 use crate::config::{ConfigError, KeySource, ServeConfig};
 use crate::keys::{self, LocalKey, SigningKey};
 use crate::lifecycle::{
-    FileStateStore, InitialKeys, KeyLifecycle, LifecycleError, MemoryStateStore, SystemClock,
+    FileStateStore, GuardedSystemClock, InitialKeys, KeyLifecycle, LifecycleError, MemoryStateStore,
 };
 use crate::signer::TokenSigner;
 
@@ -51,7 +51,7 @@ pub enum ServeError {
 /// `spawn_blocking`.
 pub fn build_lifecycle(config: &ServeConfig) -> Result<Arc<KeyLifecycle>, ConfigError> {
     let policy = config.rotation_policy();
-    let clock = Arc::new(SystemClock);
+    let clock = Arc::new(GuardedSystemClock::new());
     let mut lifecycle = match &config.key_source {
         KeySource::Directory(dir) => KeyLifecycle::open(
             Arc::new(
