@@ -272,6 +272,24 @@ fn init_refuses_a_non_empty_directory() {
 }
 
 #[test]
+fn a_store_owned_by_another_user_is_refused() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = private_tempdir();
+    let (path, _) = new_store(dir.path());
+    let us = fs::metadata(&path).unwrap().uid();
+    // Giving the directory away needs root (as signet runs in a static pod or systemd unit).
+    if std::os::unix::fs::chown(&path, Some(us + 1), None).is_err() {
+        eprintln!("skipped: not allowed to chown here");
+        return;
+    }
+    let err = DirectoryBackend::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::ForeignOwner { .. }), "{err}");
+    assert!(err.to_string().contains(&format!("chown {us}")), "{err}");
+    std::os::unix::fs::chown(&path, Some(us), None).unwrap();
+    DirectoryBackend::open(&path).expect("ours again");
+}
+
+#[test]
 fn init_may_run_again_where_a_failed_init_left_only_its_lock() {
     let dir = private_tempdir();
     let path = dir.path().join("keys");

@@ -6,7 +6,9 @@
 //! key signed an old token.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{
+    DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -41,7 +43,19 @@ impl DirectoryBackend {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let dir = dir.into();
         match fs::metadata(&dir) {
-            Ok(meta) if meta.is_dir() => {}
+            Ok(meta) if meta.is_dir() => {
+                // Mode 0700 protects the keys only if the owner is us: another owner could
+                // chmod it back, or replace the key files and the state in it.
+                let owner = meta.uid();
+                let us = rustix::process::geteuid().as_raw();
+                if owner != us {
+                    return Err(StoreError::ForeignOwner {
+                        path: dir,
+                        owner,
+                        us,
+                    });
+                }
+            }
             Ok(_) => return Err(StoreError::NotADirectory { path: dir }),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StoreError::NotInitialized {

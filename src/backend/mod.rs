@@ -95,6 +95,8 @@ pub enum StoreError {
         "{path} has mode {mode:04o}, which lets other users read it; fix: chmod {fix:04o} {path}"
     )]
     InsecurePermissions { path: PathBuf, mode: u32, fix: u32 },
+    #[error("{path} is owned by uid {owner}, not by the user signet runs as (uid {us}): its owner could replace the keys in it; fix: chown {us} {path}")]
+    ForeignOwner { path: PathBuf, owner: u32, us: u32 },
     #[error("{path} is not a directory")]
     NotADirectory { path: PathBuf },
     #[error(
