@@ -627,16 +627,6 @@ fn run_with(
     lifecycle
 }
 
-/// A run with `max_exp` as its maximum token lifetime.
-fn run_with_max(
-    backend: &Arc<FlakyBackend>,
-    store: &Arc<FlakyStateStore>,
-    clock: &Arc<ManualClock>,
-    max_exp: Duration,
-) -> KeyLifecycle {
-    run_with(backend, store, clock, RotationPolicy::new(REFRESH, max_exp))
-}
-
 #[tokio::test]
 async fn after_a_restart_a_next_key_also_waits_out_the_previous_servers_lead() {
     // Run 1 tells verifiers to refresh every 10 minutes (lead 20 minutes) and prepares a key.
@@ -686,7 +676,12 @@ async fn a_key_stays_published_for_the_longest_maximum_it_signed_under_across_re
     let f = fixture_with(RotationPolicy::new(REFRESH, HOUR));
     let a = f.signing_kid();
     drop(f.lifecycle);
-    let run2 = run_with_max(&f.backend, &f.store, &f.clock, 48 * HOUR);
+    let run2 = run_with(
+        &f.backend,
+        &f.store,
+        &f.clock,
+        RotationPolicy::new(REFRESH, 48 * HOUR),
+    );
     let saved = f.store.load().unwrap().unwrap();
     assert_eq!(
         saved.keys[0].longest_token_lifetime_secs,
@@ -694,7 +689,12 @@ async fn a_key_stays_published_for_the_longest_maximum_it_signed_under_across_re
         "recorded before run 2 signs anything"
     );
     drop(run2);
-    let run3 = run_with_max(&f.backend, &f.store, &f.clock, HOUR);
+    let run3 = run_with(
+        &f.backend,
+        &f.store,
+        &f.clock,
+        RotationPolicy::new(REFRESH, HOUR),
+    );
     assert_eq!(
         f.store.load().unwrap().unwrap().keys[0].longest_token_lifetime_secs,
         Some(48 * 3600),
