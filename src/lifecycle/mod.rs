@@ -354,8 +354,8 @@ impl KeyLifecycle {
     /// later run with a shorter maximum still keeps the key published for them once it
     /// retires; and records this server's publish lead for the next one (see
     /// [`LifecycleState::served_publish_lead_secs`]). Writes the state only when either
-    /// changes. Takes `&mut self`, so
-    /// it runs before the lifecycle is shared; blocking, like [`open`](Self::open).
+    /// changes. Takes `&mut self`, so it runs before the lifecycle is shared; blocking, like
+    /// [`open`](Self::open).
     pub fn begin_serving(&mut self) -> Result<(), LifecycleError> {
         let lead = Some(self.policy.publish_lead.as_secs());
         let entries = self.entries.get_mut();
