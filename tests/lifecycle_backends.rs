@@ -290,6 +290,40 @@ fn a_store_owned_by_another_user_is_refused() {
 }
 
 #[test]
+fn a_key_file_swapped_for_a_link_is_refused_but_an_operators_link_is_followed() {
+    let dir = private_tempdir();
+    let path = dir.path().join("keys");
+    let backend = DirectoryBackend::create(&path).unwrap();
+    let kid = backend
+        .generate(Algorithm::ES256, 2048)
+        .unwrap()
+        .kid()
+        .to_owned();
+    let key_file = path.join(format!("{kid}.pem"));
+    let elsewhere = dir.path().join("elsewhere.pem");
+    fs::rename(&key_file, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &key_file).unwrap();
+    let err = backend.load(&kid).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Io { action: "open", .. }),
+        "{err}"
+    );
+
+    // `keys import --file` reads an operator's file, where a link to the real key is normal.
+    let link = dir.path().join("sa.key");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    let pem = signet::backend::read_private_key_file(&link).unwrap();
+    assert_eq!(*pem, fs::read(&elsewhere).unwrap());
+    // Its mode is checked on the file read, not on the link.
+    fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o644)).unwrap();
+    let err = signet::backend::read_private_key_file(&link).unwrap_err();
+    assert!(
+        matches!(err, StoreError::InsecurePermissions { .. }),
+        "{err}"
+    );
+}
+
+#[test]
 fn init_may_run_again_where_a_failed_init_left_only_its_lock() {
     let dir = private_tempdir();
     let path = dir.path().join("keys");

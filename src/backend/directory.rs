@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::fs::{
-    check_private_mode, io_error, read_private, remove_durably, write_atomic, TEMP_SUFFIX,
+    check_private_mode, io_error, read_private, remove_durably, write_atomic, Symlinks, TEMP_SUFFIX,
 };
 use super::{pkcs8_to_pem, KeyBackend, StoreError};
 use crate::keys::{self, Algorithm, LocalKey, SigningKey};
@@ -251,7 +251,7 @@ impl KeyBackend for DirectoryBackend {
         if !path.exists() {
             return Err(StoreError::KeyNotFound(kid.to_owned()));
         }
-        let pem = read_private(&path)?;
+        let pem = read_private(&path, Symlinks::Refuse)?;
         let key_file = |source| StoreError::KeyFile {
             path: path.clone(),
             source,

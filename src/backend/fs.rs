@@ -4,7 +4,7 @@
 //! either the old or the new file, never a torn one.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,10 +81,40 @@ pub(crate) fn check_private_mode(path: &Path, fix: u32) -> Result<(), StoreError
     Ok(())
 }
 
-/// Reads a file after checking it is private.
-pub(crate) fn read_private(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
-    check_private_mode(path, 0o600)?;
-    fs::read(path)
-        .map(zeroize::Zeroizing::new)
-        .map_err(io_error("read", path))
+/// Whether [`read_private`] follows a symbolic link at the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Symlinks {
+    /// An operator's file (`keys import --file`): a link to the real key is normal.
+    Follow,
+    /// A file in a key store: signet never links them, so a link was put there by someone else.
+    Refuse,
+}
+
+/// Reads a file after checking it is private. The check and the read use one open file, so
+/// the file read is the file checked, even if the path is swapped meanwhile.
+pub(crate) fn read_private(
+    path: &Path,
+    symlinks: Symlinks,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    if symlinks == Symlinks::Refuse {
+        // `O_NOFOLLOW` is a small positive flag: the cast to the C `int` cannot truncate.
+        options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    let mut file = options.open(path).map_err(io_error("open", path))?;
+    let meta = file.metadata().map_err(io_error("inspect", path))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(StoreError::InsecurePermissions {
+            path: path.to_owned(),
+            mode,
+            fix: 0o600,
+        });
+    }
+    let mut bytes =
+        zeroize::Zeroizing::new(Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0)));
+    file.read_to_end(&mut bytes)
+        .map_err(io_error("read", path))?;
+    Ok(bytes)
 }

@@ -42,7 +42,7 @@ pub(crate) use fs::{check_private_mode, write_atomic};
 /// group or other users can read: such a key may already be compromised, and importing it
 /// would hide that.
 pub fn read_private_key_file(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-    fs::read_private(path)
+    fs::read_private(path, fs::Symlinks::Follow)
 }
 
 /// Stores keys and signs with them. Blocking; object-safe so backends are chosen at run time
