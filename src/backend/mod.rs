@@ -36,7 +36,7 @@ use crate::keys::{Algorithm, KeyError, SigningKey};
 pub use directory::DirectoryBackend;
 pub use memory::MemoryBackend;
 
-pub(crate) use fs::{check_private_mode, write_atomic};
+pub(crate) use fs::{check_private_mode, read_private, write_atomic, Symlinks};
 
 /// Reads a private key file given by an operator (e.g. `sa.key` to import), refusing one that
 /// group or other users can read: such a key may already be compromised, and importing it

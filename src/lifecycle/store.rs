@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::KeyState;
-use crate::backend::{check_private_mode, write_atomic, StoreError};
+use crate::backend::{read_private, write_atomic, StoreError, Symlinks};
 use crate::keys::Algorithm;
 
 /// Name of the state file in a key directory.
@@ -206,18 +206,13 @@ impl StateStore for FileStateStore {
     }
 
     fn load(&self) -> Result<Option<LifecycleState>, StoreError> {
-        let bytes = match std::fs::read(&self.path) {
+        let bytes = match read_private(&self.path, Symlinks::Refuse) {
             Ok(bytes) => bytes,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(StoreError::Io {
-                    action: "read",
-                    path: self.path.clone(),
-                    source,
-                })
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(None)
             }
+            Err(err) => return Err(err),
         };
-        check_private_mode(&self.path, 0o600)?;
         // The state file holds kids, names and times, never key material, so serde's message
         // (which may quote a field name or value) is safe to show.
         let state: LifecycleState =
