@@ -289,16 +289,22 @@ fn a_store_owned_by_another_user_is_refused() {
     DirectoryBackend::open(&path).expect("ours again");
 }
 
-#[test]
-fn a_key_file_swapped_for_a_link_is_refused_but_an_operators_link_is_followed() {
-    let dir = private_tempdir();
-    let path = dir.path().join("keys");
+/// A directory store at `root/keys` holding one generated ES256 key (no lifecycle state).
+fn store_with_one_key(root: &Path) -> (std::path::PathBuf, DirectoryBackend, String) {
+    let path = root.join("keys");
     let backend = DirectoryBackend::create(&path).unwrap();
     let kid = backend
         .generate(Algorithm::ES256, 2048)
         .unwrap()
         .kid()
         .to_owned();
+    (path, backend, kid)
+}
+
+#[test]
+fn a_key_file_swapped_for_a_link_is_refused_but_an_operators_link_is_followed() {
+    let dir = private_tempdir();
+    let (path, backend, kid) = store_with_one_key(dir.path());
     let key_file = path.join(format!("{kid}.pem"));
     let elsewhere = dir.path().join("elsewhere.pem");
     fs::rename(&key_file, &elsewhere).unwrap();
@@ -380,13 +386,7 @@ fn an_archiving_directory_store_moves_removed_keys_aside() {
 #[test]
 fn without_the_archive_a_removed_key_file_is_deleted() {
     let dir = private_tempdir();
-    let path = dir.path().join("keys");
-    let backend = DirectoryBackend::create(&path).unwrap();
-    let kid = backend
-        .generate(Algorithm::ES256, 2048)
-        .unwrap()
-        .kid()
-        .to_owned();
+    let (path, backend, kid) = store_with_one_key(dir.path());
     backend.delete(&kid).unwrap();
     assert!(!path.join(format!("{kid}.pem")).exists());
     assert!(!path.join(DirectoryBackend::ARCHIVE_DIR).exists());
