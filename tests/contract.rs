@@ -662,3 +662,55 @@ mod wire {
         assert_eq!(status.code(), tonic::Code::Unimplemented);
     }
 }
+
+#[tokio::test]
+async fn a_key_excluded_from_oidc_discovery_is_flagged_on_the_wire_and_never_signs() {
+    use signet::lifecycle::offline;
+    // A store whose old key is retired, then marked excluded by hand (signet never sets the
+    // flag itself; `state.json` is where an operator would).
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("keys");
+    // The offline commands run their own runtime: off this one.
+    let (old, active) = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            let old = offline::init(&store, signet::keys::Algorithm::ES256, 2048).unwrap();
+            let active = offline::rotate(&store, None, 2048, true).unwrap();
+            (old.kid, active.kid)
+        })
+        .await
+        .unwrap()
+    };
+    let state_path = store.join(signet::lifecycle::STATE_FILE);
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    for key in state["keys"].as_array_mut().unwrap() {
+        if key["kid"] == old.as_str() {
+            key["exclude_from_oidc_discovery"] = Value::Bool(true);
+        }
+    }
+    std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+
+    let signer = InProcessSigner::start(&["--key-dir", store.to_str().unwrap()]).await;
+    let mut clients = signer.clients().await;
+    let claims = &common::recorded_claims()[0].claims;
+    for api in Api::BOTH {
+        let keys = clients.fetch_keys(api).await.expect("FetchKeys");
+        let flags: Vec<(String, bool)> = keys
+            .keys
+            .iter()
+            .map(|key| (key.key_id.clone(), key.exclude_from_oidc_discovery))
+            .collect();
+        assert_eq!(
+            flags,
+            vec![(old.clone(), true), (active.clone(), false)],
+            "{api:?}"
+        );
+        let signed = clients.sign(api, claims).await.expect("Sign");
+        assert_eq!(
+            decode_json(&signed.header)["kid"],
+            active.as_str(),
+            "{api:?}"
+        );
+    }
+    signer.stop().await.expect("clean stop");
+}
