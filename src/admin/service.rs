@@ -49,7 +49,7 @@ impl KeyAdminService {
             return Ok(());
         };
         let status = Status::failed_precondition(why);
-        tracing::warn!(call, uid, kid = "-", outcome = "refused", code = ?status.code(), error = why, "admin call refused");
+        log_refusal(call, uid, "-", &status, &why);
         Err(status)
     }
 
@@ -84,11 +84,21 @@ fn audited<T>(
         }
         Err(err) => {
             let status = status_for_lifecycle_error(&err);
-            let kid = kid.unwrap_or("-");
-            tracing::warn!(call, uid, kid, outcome = "refused", code = ?status.code(), error = %err, "admin call refused");
+            log_refusal(call, uid, kid.unwrap_or("-"), &status, &err);
             Err(status)
         }
     }
+}
+
+/// The audit line of a refused state-changing call.
+fn log_refusal(
+    call: &'static str,
+    uid: Option<u32>,
+    kid: &str,
+    status: &Status,
+    error: &dyn std::fmt::Display,
+) {
+    tracing::warn!(call, uid, kid, outcome = "refused", code = ?status.code(), error = %error, "admin call refused");
 }
 
 fn timestamp(at: SystemTime) -> prost_types::Timestamp {

@@ -70,6 +70,11 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 /// `fix` is the mode the error message recommends (0600 for files, 0700 for directories).
 pub(crate) fn check_private_mode(path: &Path, fix: u32) -> Result<(), StoreError> {
     let meta = fs::metadata(path).map_err(io_error("inspect", path))?;
+    ensure_private(path, &meta, fix)
+}
+
+/// Refuses `meta` (of the file at `path`) when group or other users may access it.
+fn ensure_private(path: &Path, meta: &fs::Metadata, fix: u32) -> Result<(), StoreError> {
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(StoreError::InsecurePermissions {
@@ -104,14 +109,7 @@ pub(crate) fn read_private(
     }
     let mut file = options.open(path).map_err(io_error("open", path))?;
     let meta = file.metadata().map_err(io_error("inspect", path))?;
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(StoreError::InsecurePermissions {
-            path: path.to_owned(),
-            mode,
-            fix: 0o600,
-        });
-    }
+    ensure_private(path, &meta, 0o600)?;
     let mut bytes =
         zeroize::Zeroizing::new(Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0)));
     file.read_to_end(&mut bytes)

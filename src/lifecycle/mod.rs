@@ -368,9 +368,7 @@ impl KeyLifecycle {
         if unchanged {
             return Ok(());
         }
-        let mut state = LifecycleState::new(keys);
-        state.served_publish_lead_secs = lead;
-        state.validate(self.store.location())?;
+        let state = checked_state(self.store.as_ref(), keys, lead)?;
         self.store.save(&state)?;
         for (entry, stored) in entries.iter_mut().zip(state.keys) {
             entry.stored = stored;
@@ -740,9 +738,11 @@ impl KeyLifecycle {
         next: Vec<Entry>,
         now: SystemTime,
     ) -> Result<(), LifecycleError> {
-        let mut state = LifecycleState::new(next.iter().map(|e| e.stored.clone()).collect());
-        state.served_publish_lead_secs = self.served_lead_secs;
-        state.validate(self.store.location())?;
+        let state = checked_state(
+            self.store.as_ref(),
+            next.iter().map(|e| e.stored.clone()).collect(),
+            self.served_lead_secs,
+        )?;
         let key_set = key_set(&next, now)?;
         let store = Arc::clone(&self.store);
         blocking(move || store.save(&state)).await?;
@@ -812,6 +812,18 @@ fn new_stored(key: &SigningKey, state: KeyState, origin: KeyOrigin, now: SystemT
         exclude_from_oidc_discovery: false,
         longest_token_lifetime_secs: None,
     }
+}
+
+/// The state to persist for `keys` and the last serving server's lead, checked.
+fn checked_state(
+    store: &dyn StateStore,
+    keys: Vec<StoredKey>,
+    served_lead_secs: Option<u64>,
+) -> Result<LifecycleState, StoreError> {
+    let mut state = LifecycleState::new(keys);
+    state.served_publish_lead_secs = served_lead_secs;
+    state.validate(store.location())?;
+    Ok(state)
 }
 
 /// Records that `stored`, an active key, may sign tokens that live up to `lifetime`. The
