@@ -9,7 +9,8 @@ mod common;
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 
 use admin_support::{
-    data_timestamp, header_kid, path_str, published_kids, run_signet, AdminServer,
+    data_timestamp, header_kid, path_str, published_kids, run_signet, run_signet_with_umask,
+    AdminServer,
 };
 use common::verifier::IndependentVerifier;
 use common::RECORDED_ISSUER;
@@ -375,6 +376,14 @@ async fn export_jwks_prints_the_published_keys_to_stdout_or_a_file() {
     assert_eq!(mode, 0o644);
     let entries = std::fs::read_dir(out.parent().unwrap()).unwrap().count();
     assert_eq!(entries, 1, "no temporary file is left behind");
+
+    // The JWK Set is public: 0644 even under an operator's owner-only umask.
+    let strict = out.with_file_name("strict.json");
+    let argv = ["keys", "export-jwks", "--out", path_str(&strict)];
+    let admin = ["--admin-socket", path_str(&server.admin_socket)];
+    run_signet_with_umask(&[&argv[..], &admin[..]].concat(), 0o077).ok();
+    let mode = std::fs::metadata(&strict).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "export-jwks under umask 077");
 }
 
 #[test]

@@ -164,6 +164,29 @@ async fn a_missing_socket_directory_is_created() {
     terminate_cleanly(&mut process, &socket, Signal::TERM);
 }
 
+#[test]
+fn the_created_socket_directory_is_0750_under_a_strict_umask() {
+    // Under umask 077 mkdir alone would make it 0700, and `--socket-mode 0660` would then
+    // admit no group member: the directory gets 0750 whatever the umask.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("signet/signet.sock");
+    let mut process = SignetProcess::spawn_with_umask(
+        &[
+            "serve",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--socket-mode",
+            "0660",
+        ],
+        0o077,
+    );
+    process.wait_ready();
+    let directory = std::fs::metadata(socket.parent().unwrap()).unwrap();
+    assert_eq!(directory.permissions().mode() & 0o7777, 0o750);
+    assert_eq!(socket_mode(&socket), 0o660);
+    terminate_cleanly(&mut process, &socket, Signal::TERM);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_socket_file_is_replaced() {
     let dir = tempfile::tempdir().unwrap();

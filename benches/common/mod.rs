@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod provider;
+
 use std::sync::Arc;
 
 use signet::keys::{Algorithm, LocalKey, SigningKey};

@@ -3,7 +3,7 @@
 //! except the one guard the CLI owns: `--promote-now` needs `--force`.
 
 use std::io::{self, Write as _};
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use super::v1;
@@ -212,9 +212,11 @@ fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            // A JWK Set is public: anyone may read it.
             .mode(0o644)
             .open(&temp)?;
+        // A JWK Set is public: anyone may read it. open(2) narrows the mode by the umask, so
+        // set it on the file itself.
+        file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
         file.write_all(contents)?;
         file.sync_all()?;
         std::fs::rename(&temp, path)
@@ -228,8 +230,6 @@ fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt as _;
-
     use super::*;
 
     #[test]

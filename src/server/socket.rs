@@ -236,6 +236,11 @@ fn bind_path(path: &Path, mode: u32) -> Result<Listener, SocketError> {
             .mode(0o750)
             .create(parent)
             .map_err(io_error("cannot create the socket directory", parent))?;
+        // mkdir(2) narrows the mode by the umask: set it, so that `--socket-mode 0660` admits
+        // the group whatever umask signet was started with.
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o750)).map_err(
+            io_error("cannot set the mode of the socket directory", parent),
+        )?;
     }
     remove_stale(path)?;
 

@@ -64,7 +64,16 @@ impl CliRun {
 
 /// Runs the `signet` binary with `args` to completion (bounded by [`DEADLINE`]).
 pub fn run_signet(args: &[&str]) -> CliRun {
-    let mut child = Command::new(common::signet_binary())
+    run_to_completion(common::signet_command(None), args)
+}
+
+/// [`run_signet`] under `umask`.
+pub fn run_signet_with_umask(args: &[&str], umask: u32) -> CliRun {
+    run_to_completion(common::signet_command(Some(umask)), args)
+}
+
+fn run_to_completion(mut command: Command, args: &[&str]) -> CliRun {
+    let mut child = command
         .args(args)
         .env_remove("RUST_LOG")
         .env_remove("SIGNET_SOCKET")

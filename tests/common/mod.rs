@@ -313,6 +313,23 @@ pub fn signet_binary() -> &'static str {
     env!("CARGO_BIN_EXE_signet")
 }
 
+/// A command that runs the `signet` binary; with `umask`, through `sh` after `umask UMASK`, so
+/// that what signet creates can be checked under an operator's strict umask.
+pub fn signet_command(umask: Option<u32>) -> Command {
+    match umask {
+        None => Command::new(signet_binary()),
+        Some(umask) => {
+            let mut command = Command::new("sh");
+            command.args([
+                "-c",
+                &format!("umask {umask:03o} && exec \"$0\" \"$@\""),
+                signet_binary(),
+            ]);
+            command
+        }
+    }
+}
+
 impl SignetProcess {
     /// Spawns `signet <args>` with JSON logs on stderr.
     pub fn spawn(args: &[&str]) -> Self {
@@ -320,7 +337,15 @@ impl SignetProcess {
     }
 
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(signet_binary());
+        Self::spawn_command(signet_command(None), args, env)
+    }
+
+    /// Spawns `signet <args>` under `umask`.
+    pub fn spawn_with_umask(args: &[&str], umask: u32) -> Self {
+        Self::spawn_command(signet_command(Some(umask)), args, &[])
+    }
+
+    fn spawn_command(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Self {
         command
             .args(["--log-format", "json"])
             .args(args)
