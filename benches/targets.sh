@@ -71,7 +71,15 @@ start_signer() {
   rm -f "$sock"
   nice -n -20 "$SIGNET" serve --socket "$sock" "$@" >"$WORK/serve.log" 2>&1 &
   SIGNER_PID=$!
-  for _ in $(seq 1 500); do [ -S "$sock" ] && break; sleep 0.01; done
+  # Ready when it logs "signet serving" (after both sockets listen); fail if it exits first.
+  for _ in $(seq 1 1000); do
+    grep -q 'signet serving' "$WORK/serve.log" && return 0
+    kill -0 "$SIGNER_PID" 2>/dev/null || break
+    sleep 0.01
+  done
+  echo "signet serve $* did not start:" >&2
+  cat "$WORK/serve.log" >&2
+  exit 1
 }
 
 stop_signer() {

@@ -159,7 +159,13 @@ fn a_killed_rotate_or_import_never_breaks_the_store_or_loses_a_key() {
     // rotations completed: on a loaded machine the calibrated window can be off, so it also
     // adapts — shorter after a command that completed, longer after a kill that changed nothing.
     let mut i = 0;
-    while i < ITERATIONS || ((killed < ITERATIONS / 4 || actives.len() < 5) && i < 4 * ITERATIONS) {
+    while i < ITERATIONS
+        || ((killed < ITERATIONS / 4
+            || actives.len() < 5
+            || changed_when_killed == 0
+            || killed == changed_when_killed)
+            && i < 4 * ITERATIONS)
+    {
         assert!(
             started.elapsed() < BUDGET,
             "over budget after {i} iterations"
@@ -235,6 +241,16 @@ fn a_killed_rotate_or_import_never_breaks_the_store_or_loses_a_key() {
         started.elapsed()
     );
     assert!(killed >= ITERATIONS / 4, "too few kills landed: {killed}");
+    // Kills landed on both sides of the commit: some after the command changed the state (so
+    // a half-done change was really interrupted and recovered), some before it did.
+    assert!(
+        changed_when_killed >= 1,
+        "no kill landed after the state changed"
+    );
+    assert!(
+        killed > changed_when_killed,
+        "every kill landed after the state changed"
+    );
     assert!(actives.len() >= 5, "rotations happened: {actives:?}");
     // Interrupted writes left no temp file behind once the store was opened again.
     let leftovers: Vec<String> = std::fs::read_dir(&store)

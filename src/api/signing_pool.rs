@@ -337,14 +337,20 @@ mod tests {
             .is_some_and(|name| name.starts_with("signet-sign-"))
     }
 
-    /// Waits (without sleeping) until every signing thread waits for work.
+    /// Waits (without sleeping) until every signing thread waits for work; fails the test if
+    /// they do not within 30 s.
     async fn all_threads_idle(pool: &SigningPool) {
         let shared = pool.shared();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while shared.idle_any.load(Ordering::Acquire)
             + shared.idle_long_only.load(Ordering::Acquire)
             < threads
         {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the signing threads did not all become idle"
+            );
             tokio::task::yield_now().await;
         }
     }
