@@ -12,7 +12,7 @@ use admin_support::{
     data_timestamp, header_kid, path_str, published_kids, run_signet, run_signet_with_umask,
     AdminServer,
 };
-use common::verifier::IndependentVerifier;
+use common::verifier::{jwk_json, IndependentVerifier};
 use common::RECORDED_ISSUER;
 use signet::api::v1::FetchKeysResponse;
 
@@ -360,6 +360,22 @@ async fn export_jwks_prints_the_published_keys_to_stdout_or_a_file() {
     assert_eq!(jwks["keys"][0]["kty"], "EC");
     assert_eq!(jwks["keys"][1]["kty"], "RSA");
     assert_eq!(jwks["keys"][1]["alg"], "RS256");
+    // Each JWK carries the key material FetchKeys publishes under its kid: the JWK the
+    // independent verifier builds from that PKIX DER (RustCrypto), field for field (kty, crv,
+    // x, y or n, e, kid, use, alg).
+    for (exported, published) in jwks["keys"].as_array().unwrap().iter().zip(&fetched.keys) {
+        let expected =
+            jwk_json(&published.key_id, &published.key).expect("FetchKeys publishes a PKIX key");
+        assert_eq!(
+            exported, &expected,
+            "export-jwks entry for {}",
+            published.key_id
+        );
+    }
+    // The RSA key is the imported file's, read from that file without signet.
+    let rsa_der = common::fixture_public_key_der(&rsa);
+    let rsa_kid = common::expected_kid(&rsa_der);
+    assert_eq!(jwks["keys"][1], jwk_json(&rsa_kid, &rsa_der).unwrap());
     // A relying party's JWK library takes it as is.
     let parsed: jsonwebtoken::jwk::JwkSet =
         serde_json::from_value(jwks.clone()).expect("jsonwebtoken parses the JWK set");
@@ -421,9 +437,27 @@ fn sigterm_stops_both_servers_and_removes_both_sockets() {
     assert!(!server.api_socket.exists(), "apiserver socket removed");
 }
 
+/// The next JSON log line of `process` with `message` that records `call` with `outcome`,
+/// blocking on the stderr reader (each wait bounded by [`common::DEADLINE`]), skipping others.
+fn next_audit_line(
+    process: &mut common::SignetProcess,
+    message: &str,
+    call: &str,
+    outcome: &str,
+) -> serde_json::Value {
+    loop {
+        let line = process.wait_for_line(message);
+        let json: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|err| panic!("audit line is not JSON ({err}): {line}"));
+        if json["call"] == call && json["outcome"] == outcome {
+            return json;
+        }
+    }
+}
+
 #[tokio::test]
 async fn admin_calls_are_logged_with_the_caller_uid_and_never_the_key() {
-    let server = AdminServer::start();
+    let mut server = AdminServer::start();
     let fixture = server.private_key_copy("test-rsa2048-pkcs1.pem");
     let kid = common::expected_kid(&common::fixture_public_key_der(&fixture));
     server
@@ -437,33 +471,16 @@ async fn admin_calls_are_logged_with_the_caller_uid_and_never_the_key() {
     server
         .keys(&["retire", "no-such-kid"])
         .refused(1, "no key has kid");
-    // The log lines are written before the responses, so they are in stderr by now; the
-    // server's stderr reader may lag, so wait (bounded) for them.
+    // The log lines are written before the responses, so they are in the server's stderr by
+    // now, but its stderr reader may lag: block (bounded) on each audit line as it is read.
     let uid = rustix::process::getuid().as_raw();
-    let deadline = std::time::Instant::now() + common::DEADLINE;
-    let (applied, refused) = loop {
-        let lines: Vec<serde_json::Value> = server
-            .process
-            .stderr_lines()
-            .iter()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect();
-        let find = |call: &str, outcome: &str| {
-            lines
-                .iter()
-                .find(|l| l["call"] == call && l["outcome"] == outcome)
-                .cloned()
-        };
-        if let (Some(applied), Some(refused)) = (find("import", "ok"), find("retire", "refused")) {
-            break (applied, refused);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "audit lines missing; stderr:\n{}",
-            server.process.stderr_text()
-        );
-        std::thread::yield_now();
-    };
+    let applied = next_audit_line(&mut server.process, "admin call applied", "import", "ok");
+    let refused = next_audit_line(
+        &mut server.process,
+        "admin call refused",
+        "retire",
+        "refused",
+    );
     assert_eq!(applied["uid"], uid);
     assert_eq!(applied["kid"], kid.as_str());
     assert_eq!(refused["uid"], uid);

@@ -1,14 +1,15 @@
 //! `--http-listen`: the OIDC discovery documents and `/healthz` over real HTTP on 127.0.0.1,
 //! checked against FetchKeys over the real Unix socket and with an independent verifier
-//! (jsonwebtoken fed the served JWK Set). The last tests run the `signet` binary itself: flag
-//! checks (exit 64), a clear bind error, and HTTP stopping with gRPC on SIGTERM.
+//! (jsonwebtoken fed the served JWK Set) and against the JWKs the tests' own verifier builds
+//! from the FetchKeys DER. The last tests run the `signet` binary itself: flag checks (exit 64),
+//! a clear bind error, and HTTP stopping with gRPC on SIGTERM.
 
-use std::io::{BufRead as _, BufReader};
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use clap::Parser as _;
@@ -21,6 +22,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use common::verifier;
 use signet::api::v1::external_jwt_signer_client::ExternalJwtSignerClient;
 use signet::api::v1::{FetchKeysRequest, FetchKeysResponse, SignJwtRequest};
 use signet::api::ExternalJwtSignerService;
@@ -273,6 +275,48 @@ fn verify_with_jwks(jwks: &JwkSet, token: &str, alg: Algorithm) -> serde_json::V
     .claims
 }
 
+/// Checks every served JWK, not only the one that signs, against the key FetchKeys publishes
+/// under its kid. The expected JWK is built by the tests' independent verifier
+/// (`verifier::jwk_json`, RustCrypto only) from the FetchKeys PKIX DER. The served set must hold
+/// the same keys in the same order, excluded ones left out, and each JWK must equal the expected
+/// one: `kid`, `use`, `alg`, `kty` and the key material (`n`/`e`, `crv`/`x`/`y`). A retired key
+/// published with another key's parameters under its kid fails here.
+fn assert_served_jwks_match_fetch_keys(served: &serde_json::Value, fetched: &FetchKeysResponse) {
+    let expected: Vec<serde_json::Value> = fetched
+        .keys
+        .iter()
+        .filter(|key| !key.exclude_from_oidc_discovery)
+        .map(|key| {
+            let mut jwk = verifier::jwk_json(&key.key_id, &key.key)
+                .unwrap_or_else(|err| panic!("FetchKeys key {}: {err}", key.key_id));
+            // The verifier leaves ES512's `alg` out (jsonwebtoken cannot name it); the served
+            // JWK carries it, as kube-apiserver's does.
+            if jwk.get("alg").is_none() {
+                jwk["alg"] = verifier::algorithm_of_spki(&key.key).unwrap().into();
+            }
+            jwk
+        })
+        .collect();
+    let served = served["keys"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the served JWK Set has no keys array: {served}"));
+    let kids = |jwks: &[serde_json::Value]| -> Vec<String> {
+        jwks.iter().map(|jwk| jwk["kid"].to_string()).collect()
+    };
+    assert_eq!(
+        kids(served),
+        kids(&expected),
+        "the served JWK Set lists other keys than FetchKeys publishes"
+    );
+    for (served, expected) in served.iter().zip(&expected) {
+        assert_eq!(
+            served, expected,
+            "the served JWK for kid {} is not the key FetchKeys publishes under it",
+            expected["kid"]
+        );
+    }
+}
+
 #[tokio::test]
 async fn served_jwks_matches_fetch_keys_and_verifies_signed_tokens() {
     for signing_alg in [Algorithm::ES256, Algorithm::RS256, Algorithm::ES384] {
@@ -316,10 +360,8 @@ async fn served_jwks_matches_fetch_keys_and_verifies_signed_tokens() {
             3,
             "FetchKeys still lists the excluded key"
         );
-        let json = response.json();
-        for jwk in json["keys"].as_array().unwrap() {
-            assert_eq!(jwk["use"], "sig");
-        }
+        // Every JWK's key material, not just the signing key's (which the token below checks).
+        assert_served_jwks_match_fetch_keys(&response.json(), &fetched);
 
         let claims = verify_with_jwks(&jwks, &signet.sign().await, signing_alg);
         assert_eq!(claims["sub"], "system:serviceaccount:default:default");
@@ -353,8 +395,9 @@ async fn documents_follow_the_keyring_when_keys_change() {
     let first = key(Algorithm::ES256);
     let keys = KeySet::single(first.clone());
     let signet = Signet::start(keys).await;
-    let before: JwkSet = serde_json::from_slice(&signet.get("/openid/v1/jwks").await.body).unwrap();
-    assert_eq!(before.keys.len(), 1);
+    let before = signet.get("/openid/v1/jwks").await.json();
+    assert_eq!(before["keys"].as_array().unwrap().len(), 1);
+    assert_served_jwks_match_fetch_keys(&before, &signet.fetch_keys().await);
 
     // A rotation: a new ES384 key signs, the old one stays published.
     let second = key(Algorithm::ES384);
@@ -366,16 +409,16 @@ async fn documents_follow_the_keyring_when_keys_change() {
         )
         .unwrap(),
     );
-    let after: JwkSet = serde_json::from_slice(&signet.get("/openid/v1/jwks").await.body).unwrap();
+    let response = signet.get("/openid/v1/jwks").await;
+    let after: JwkSet = serde_json::from_slice(&response.body).unwrap();
     let kids: Vec<_> = after
         .keys
         .iter()
         .map(|jwk| jwk.common.key_id.clone().unwrap())
         .collect();
     assert_eq!(kids, [first.kid(), second.kid()]);
-    let fetched = signet.fetch_keys().await;
-    let fetched_kids: Vec<_> = fetched.keys.iter().map(|key| key.key_id.clone()).collect();
-    assert_eq!(kids, fetched_kids);
+    // The retired key's JWK too: its kid alone says nothing of the key material served under it.
+    assert_served_jwks_match_fetch_keys(&response.json(), &signet.fetch_keys().await);
     verify_with_jwks(&after, &signet.sign().await, Algorithm::ES384);
     let config = signet.get("/.well-known/openid-configuration").await.json();
     assert_eq!(
@@ -496,28 +539,23 @@ async fn a_set_with_nothing_to_publish_is_unavailable_not_empty() {
 
 // --- the binary -----------------------------------------------------------------------------
 
-fn signet_binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_signet"));
-    command
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    command
-}
-
-/// Runs `signet serve` with `args` (and a socket in `dir`) and waits for it to exit.
+/// Runs `signet serve` with `args` (and its sockets in `dir`) and waits, bounded by
+/// [`common::DEADLINE`], for it to exit: a flag accepted by mistake makes signet serve, and the
+/// test then fails at the deadline instead of hanging.
 fn serve_exits(dir: &Path, args: &[&str]) -> (i32, String) {
     let socket = dir.join("s.sock");
-    let output = signet_binary()
-        .args(["serve", "--socket", socket.to_str().unwrap()])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.code().expect("exited, not killed"),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    // Explicit, so that a SIGNET_ADMIN_SOCKET in the environment cannot move it.
+    let admin = dir.join("admin.sock");
+    let mut argv = vec![
+        "serve",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--admin-socket",
+        admin.to_str().unwrap(),
+    ];
+    argv.extend_from_slice(args);
+    let (status, stderr) = common::run_to_exit(&argv);
+    (status.code().expect("exited, not killed"), stderr)
 }
 
 #[test]
@@ -596,64 +634,37 @@ fn a_taken_http_port_is_a_clear_error_and_leaves_no_socket() {
         "{stderr}"
     );
     assert!(!dir.path().join("s.sock").exists());
-}
-
-/// Kills the child if a test fails before it exits.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    assert!(!dir.path().join("admin.sock").exists());
 }
 
 #[tokio::test]
 async fn the_binary_serves_http_beside_grpc_and_stops_both_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("s.sock");
-    let mut child = Running(
-        signet_binary()
-            .args([
-                "--log-format",
-                "json",
-                "serve",
-                "--socket",
-                socket.to_str().unwrap(),
-                "--http-listen",
-                "127.0.0.1:0",
-                "--issuer",
-                ISSUER,
-                "--jwks-uri",
-                "https://keys.example/cluster-1/jwks",
-                "--refresh-hint",
-                "30s",
-            ])
-            .spawn()
-            .unwrap(),
-    );
-    // The bound address comes from the log line that announces the listener.
-    let stderr = child.0.stderr.take().unwrap();
-    let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
-    let log_reader = std::thread::spawn(move || {
-        let mut addr_tx = Some(addr_tx);
-        let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines() {
-            let line = line.unwrap();
-            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
-                if let Some(addr) = json["addr"].as_str() {
-                    if let Some(tx) = addr_tx.take() {
-                        let _ = tx.send(addr.parse().unwrap());
-                    }
-                }
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let addr = tokio::time::timeout(Duration::from_secs(30), addr_rx)
-        .await
-        .expect("signet announced its HTTP address")
+    let admin = dir.path().join("admin.sock");
+    // Killed on drop if the test fails before it exits.
+    let mut signet = common::SignetProcess::spawn(&[
+        "serve",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--admin-socket",
+        admin.to_str().unwrap(),
+        "--http-listen",
+        "127.0.0.1:0",
+        "--issuer",
+        ISSUER,
+        "--jwks-uri",
+        "https://keys.example/cluster-1/jwks",
+        "--refresh-hint",
+        "30s",
+    ]);
+    // The bound address comes from the log line that announces the listener (bounded wait).
+    let line = signet.wait_for_line("serving OIDC discovery documents");
+    let announced: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr: SocketAddr = announced["addr"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no addr in {line}"))
+        .parse()
         .unwrap();
 
     let jwks = request(addr, Method::GET, "/openid/v1/jwks").await;
@@ -667,25 +678,20 @@ async fn the_binary_serves_http_beside_grpc_and_stops_both_on_sigterm() {
     assert_eq!(request(addr, Method::GET, "/healthz").await.text(), "ok\n");
     assert!(socket.exists());
 
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child.0),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "signet did not stop on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(status.success(), "{status:?}");
-    assert!(
-        TcpStream::connect(addr).await.is_err(),
-        "HTTP still accepts after exit"
-    );
+    signet.signal(rustix::process::Signal::TERM);
+    // Bounded: fails (and kills signet) at the deadline if it does not stop. `signet serve`
+    // exits only once the HTTP server's task has ended, so a clean exit here is HTTP stopping
+    // with gRPC.
+    let status = signet.wait_exit();
+    assert!(status.success(), "{status:?}\n{}", signet.stderr_text());
     assert!(!socket.exists());
-    let log = log_reader.join().unwrap().join("\n");
-    assert!(!log.contains("eyJ"), "a token-like string reached the log");
+    // Nothing token-like ("eyJ", base64url JSON) in the log, outside the kid: random
+    // base64url, which the startup line names and which may hold it by chance.
+    let kid = jwks.json()["keys"][0]["kid"].as_str().unwrap().to_owned();
+    let log = signet.stderr_text();
+    assert!(log.contains(&kid), "the startup line names the kid: {log}");
+    assert!(
+        !log.replace(&kid, "").contains("eyJ"),
+        "a token-like string reached the log"
+    );
 }

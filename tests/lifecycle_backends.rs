@@ -8,13 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use signet::backend::{conformance, DirectoryBackend, KeyBackend, MemoryBackend, StoreError};
-use signet::keys::{pkcs8_from_pem, Algorithm};
+use signet::keys::{pkcs8_from_pem, Algorithm, JwsSigner, KeyError, LocalKey, SigningKey};
 use signet::lifecycle::{
     FileStateStore, InitialKeys, KeyLifecycle, LifecycleError, ManualClock, RotationPolicy,
     STATE_FILE,
 };
 
 const RSA_PKCS8_PEM: &[u8] = include_bytes!("fixtures/lifecycle-rsa2048.pem");
+/// Another RSA key (PKCS#1), the wrong handle the crossed backend below signs RSA with.
+const OTHER_RSA_PEM: &[u8] = include_bytes!("fixtures/lifecycle-sa-pkcs1.key");
 
 fn rsa_pkcs8() -> Vec<u8> {
     pkcs8_from_pem(RSA_PKCS8_PEM).unwrap().to_vec()
@@ -36,6 +38,122 @@ fn directory_backend_conforms() {
     let dir = private_tempdir();
     let backend = DirectoryBackend::create(dir.path().join("keys")).unwrap();
     conformance::run_all(&backend, &rsa_pkcs8());
+}
+
+/// A signer that shows one key's public half but signs with another key: what a PKCS#11 or KMS
+/// backend that maps a kid to the wrong key handle hands out.
+#[derive(Debug)]
+struct CrossedSigner {
+    published: SigningKey,
+    handle: SigningKey,
+}
+
+impl JwsSigner for CrossedSigner {
+    fn algorithm(&self) -> Algorithm {
+        self.published.algorithm()
+    }
+
+    fn public_key_der(&self) -> &[u8] {
+        self.published.public_key_der()
+    }
+
+    fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.handle.sign(signing_input)
+    }
+}
+
+/// The memory backend with crossed handles: `load` returns the right kid, algorithm and public
+/// key, but signs with a decoy key of the same algorithm. Signatures are well-formed (right
+/// length, right algorithm), so only a check against the published key can catch it.
+#[derive(Debug)]
+struct CrossedHandles {
+    inner: MemoryBackend,
+    decoys: Vec<SigningKey>,
+}
+
+impl CrossedHandles {
+    fn new() -> Self {
+        let rsa = LocalKey::from_pkcs8(&pkcs8_from_pem(OTHER_RSA_PEM).unwrap()).unwrap();
+        let mut decoys = vec![SigningKey::new(Arc::new(rsa))];
+        for alg in [Algorithm::ES256, Algorithm::ES384] {
+            decoys.push(SigningKey::new(Arc::new(
+                LocalKey::generate(alg, 0).unwrap().0,
+            )));
+        }
+        Self {
+            inner: MemoryBackend::new(),
+            decoys,
+        }
+    }
+
+    fn crossed(&self, key: SigningKey) -> SigningKey {
+        let handle = self
+            .decoys
+            .iter()
+            .find(|decoy| decoy.algorithm() == key.algorithm())
+            .expect("a decoy per algorithm")
+            .clone();
+        SigningKey::new(Arc::new(CrossedSigner {
+            published: key,
+            handle,
+        }))
+    }
+}
+
+impl KeyBackend for CrossedHandles {
+    fn name(&self) -> &'static str {
+        "crossed-handles"
+    }
+
+    fn generate(&self, alg: Algorithm, rsa_bits: usize) -> Result<SigningKey, StoreError> {
+        self.inner.generate(alg, rsa_bits)
+    }
+
+    fn import(&self, pkcs8_der: &[u8]) -> Result<SigningKey, StoreError> {
+        self.inner.import(pkcs8_der)
+    }
+
+    fn load(&self, kid: &str) -> Result<SigningKey, StoreError> {
+        self.inner.load(kid).map(|key| self.crossed(key))
+    }
+
+    fn kids(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.kids()
+    }
+
+    fn delete(&self, kid: &str) -> Result<(), StoreError> {
+        self.inner.delete(kid)
+    }
+}
+
+/// The suite is not satisfied by well-formed signatures: a backend whose loaded keys sign with
+/// the wrong private key fails it, on the signature check, for EC and for RSA.
+#[test]
+fn the_conformance_suite_refuses_a_backend_that_signs_with_the_wrong_key() {
+    let expect_mismatch = |check: &dyn Fn(&CrossedHandles)| {
+        let backend = CrossedHandles::new();
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&backend)))
+            .expect_err("the suite passed a backend that signs with the wrong key");
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        assert!(
+            message.contains(conformance::SIGNATURE_MISMATCH),
+            "the suite failed for another reason: {message}"
+        );
+    };
+    expect_mismatch(&|backend| conformance::run_all(backend, &rsa_pkcs8()));
+    expect_mismatch(&|backend| {
+        conformance::import_names_keys_by_the_in_tree_rule_and_is_idempotent(backend, &rsa_pkcs8())
+    });
+    // The honest backend under the same checks passes them (so the failures above are the
+    // crossing, not the harness).
+    conformance::import_names_keys_by_the_in_tree_rule_and_is_idempotent(
+        &CrossedHandles::new().inner,
+        &rsa_pkcs8(),
+    );
 }
 
 #[test]

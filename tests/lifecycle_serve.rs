@@ -1,11 +1,15 @@
 //! `signet serve --key-dir` as a real process: keys survive a restart, automatic rotation runs
 //! in the background (a key is published before it signs), the store is locked against
 //! offline commands while served, and a bad store is refused at start with exit 64.
+//!
+//! Every child runs under a deadline ([`common::DEADLINE`]): one that hangs fails the test.
+
+mod common;
 
 use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
@@ -15,70 +19,80 @@ use tonic::transport::{Channel, Endpoint};
 use signet::api::v1::external_jwt_signer_client::ExternalJwtSignerClient;
 use signet::api::v1::{FetchKeysRequest, SignJwtRequest};
 
+/// `signet <args>`, stderr piped, with nothing from the environment that would change what it
+/// does: the variables the common harness clears, and SIGNET_ADMIN_SOCKET.
 fn signet(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_signet"));
-    command.args(args).stdin(Stdio::null());
+    let mut command = Command::new(common::signet_binary());
     command
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("SIGNET_SOCKET")
+        .env_remove("SIGNET_ADMIN_SOCKET")
+        .env_remove("SIGNET_LOG_FORMAT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs `command` (from [`signet`]) to its exit, bounded by [`common::DEADLINE`]: a child still
+/// running then is killed and the test fails. Its stderr is read on a thread meanwhile, so a
+/// full pipe cannot stall it. Returns the exit status and stderr.
+fn run(mut command: Command) -> (ExitStatus, String) {
+    let mut child = command.spawn().expect("spawn the signet binary");
+    let mut pipe = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut stderr = String::new();
+        let _ = pipe.read_to_string(&mut stderr);
+        stderr
+    });
+    let status = common::wait_child(&mut child, common::DEADLINE);
+    let stderr = reader.join().expect("stderr reader thread");
+    (status, stderr)
 }
 
 fn init_store(root: &Path) -> String {
     let store = root.join("keys");
     let store = store.to_str().unwrap().to_owned();
-    let output = signet(&["keys", "init", "--key-dir", &store])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
+    let (status, stderr) = run(signet(&["keys", "init", "--key-dir", &store]));
+    assert!(status.success(), "{status}: {stderr}");
     store
 }
 
+/// `signet serve --key-dir` as a child process ([`common::SignetProcess`]: stderr drained on a
+/// thread, bounded waits, killed on drop if a test fails before stopping it).
 struct Served {
-    child: Child,
+    process: common::SignetProcess,
     socket: PathBuf,
 }
 
 impl Served {
+    /// Starts `signet serve` and waits (bounded) for its startup line, logged once every socket
+    /// listens; fails with its stderr if it exits first.
     fn start(root: &Path, store: &str, extra: &[&str]) -> Self {
         let socket = root.join("signet.sock");
+        // Where the default puts it (beside --socket), given explicitly: the common harness
+        // does not clear SIGNET_ADMIN_SOCKET, and the flag overrides it.
+        let admin_socket = root.join("admin.sock");
         // A client connection may outlive its handle briefly; do not wait long to drain it.
         let mut args = vec![
             "serve",
             "--socket",
             socket.to_str().unwrap(),
+            "--admin-socket",
+            admin_socket.to_str().unwrap(),
             "--key-dir",
             store,
             "--shutdown-grace",
             "1s",
         ];
         args.extend_from_slice(extra);
-        let child = signet(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Self { child, socket }
+        let mut process = common::SignetProcess::spawn(&args);
+        process.wait_ready();
+        Self { process, socket }
     }
 
-    /// Connects once the socket accepts (bounded), failing with the server's stderr if it
-    /// exits first.
-    async fn client(&mut self) -> ExternalJwtSignerClient<Channel> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if UnixStream::connect(&self.socket).await.is_ok() {
-                break;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut stderr = String::new();
-                self.child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut stderr)
-                    .unwrap();
-                panic!("signet serve exited with {status}: {stderr}");
-            }
-            assert!(Instant::now() < deadline, "socket never accepted");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    async fn client(&self) -> ExternalJwtSignerClient<Channel> {
         let path = self.socket.clone();
         let channel = Endpoint::from_static("http://localhost")
             .connect_with_connector(tower::service_fn(move |_| {
@@ -90,11 +104,15 @@ impl Served {
         ExternalJwtSignerClient::new(channel)
     }
 
+    /// SIGTERM, then a bounded wait for a clean exit.
     fn stop(mut self) {
-        use rustix::process::{kill_process, Pid, Signal};
-        kill_process(Pid::from_child(&self.child), Signal::TERM).unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "{status}");
+        self.process.signal(rustix::process::Signal::TERM);
+        let status = self.process.wait_exit();
+        assert!(
+            status.success(),
+            "{status}; stderr:\n{}",
+            self.process.stderr_text()
+        );
     }
 }
 
@@ -135,33 +153,36 @@ async fn signing_kid(client: &mut ExternalJwtSignerClient<Channel>) -> String {
 async fn a_served_store_rotates_in_the_background_and_survives_a_restart() {
     let root = tempfile::tempdir().unwrap();
     let store = init_store(root.path());
-    // Seconds instead of days: refresh 1s, lead 1s, period 3s.
+    // Seconds instead of days: refresh 1s, lead 4s, period 6s. The lead is what the check
+    // below relies on: a correct server is only caught out if the test stalls for longer than
+    // the lead between a FetchKeys and the next Sign, so it is far longer than a scheduling
+    // stall on a loaded 2-core CI machine (and at least the refresh hint, as signet requires,
+    // with a period longer than the lead). The next key
+    // is published ~2s after start and signs ~6s after it, well inside the deadline.
     let flags = [
         "--refresh-hint",
         "1s",
         "--publish-lead",
-        "1s",
+        "4s",
         "--rotation-period",
-        "3s",
+        "6s",
         "--max-token-expiration",
         "600s",
     ];
-    let mut served = Served::start(root.path(), &store, &flags);
+    let served = Served::start(root.path(), &store, &flags);
     let mut client = served.client().await;
     let first = signing_kid(&mut client).await;
     assert_eq!(published(&mut client).await, vec![first.clone()]);
 
     // While served, the store is locked against offline commands.
-    let output = signet(&["keys", "rotate", "--key-dir", &store])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (status, stderr) = run(signet(&["keys", "rotate", "--key-dir", &store]));
+    assert!(!status.success(), "{status}: {stderr}");
     assert!(stderr.contains("--admin-socket"), "{stderr}");
 
     // Poll (bounded) until the background rotation has promoted a new key; every kid seen
-    // signing must have been seen published by an earlier FetchKeys.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // signing must have been seen published by an earlier FetchKeys. The pause below only paces
+    // the poll: what is checked is the order of what the calls return, not their timing.
+    let deadline = Instant::now() + common::DEADLINE;
     let mut seen_published: Vec<String> = Vec::new();
     let second = loop {
         let kid = signing_kid(&mut client).await;
@@ -177,7 +198,11 @@ async fn a_served_store_rotates_in_the_background_and_survives_a_restart() {
                 seen_published.push(kid);
             }
         }
-        assert!(Instant::now() < deadline, "no rotation within 30s");
+        assert!(
+            Instant::now() < deadline,
+            "no rotation within {:?}",
+            common::DEADLINE
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let keys = published(&mut client).await;
@@ -196,7 +221,7 @@ async fn a_served_store_rotates_in_the_background_and_survives_a_restart() {
         .map(|k| (k["kid"].as_str().unwrap(), k["state"].as_str().unwrap()))
         .collect();
     assert!(states.contains(&(first.as_str(), "retired")), "{states:?}");
-    let mut served = Served::start(root.path(), &store, &["--rotation-period", "0"]);
+    let served = Served::start(root.path(), &store, &["--rotation-period", "0"]);
     let mut client = served.client().await;
     let now_signing = signing_kid(&mut client).await;
     let keys = published(&mut client).await;
@@ -217,10 +242,10 @@ fn serve_fails(root: &Path, store: &str, extra: &[&str]) -> String {
         args.extend(["--key-dir", store]);
     }
     args.extend_from_slice(extra);
-    let output = signet(&args).output().unwrap();
-    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    let (status, stderr) = run(signet(&args));
+    assert_eq!(status.code(), Some(64), "{status}: {stderr}");
     assert!(!socket.exists(), "nothing bound");
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    stderr
 }
 
 #[test]
@@ -300,12 +325,11 @@ fn offline_import_refuses_bad_input_and_changes_nothing() {
     let before = state();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let import = |file: &Path| {
-        let output = signet(&["keys", "import", "--key-dir", &store, "--file"])
-            .arg(file)
-            .output()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(1), "{output:?}");
-        String::from_utf8_lossy(&output.stderr).into_owned()
+        let mut command = signet(&["keys", "import", "--key-dir", &store, "--file"]);
+        command.arg(file);
+        let (status, stderr) = run(command);
+        assert_eq!(status.code(), Some(1), "{status}: {stderr}");
+        stderr
     };
 
     let readable = root.path().join("readable.key");
@@ -342,7 +366,7 @@ fn init_with_a_bad_rsa_size_creates_nothing_and_can_be_run_again() {
     let root = tempfile::tempdir().unwrap();
     let store = root.path().join("keys");
     let store_arg = store.to_str().unwrap();
-    let output = signet(&[
+    let (status, stderr) = run(signet(&[
         "keys",
         "init",
         "--key-dir",
@@ -351,15 +375,17 @@ fn init_with_a_bad_rsa_size_creates_nothing_and_can_be_run_again() {
         "RS256",
         "--rsa-bits",
         "1000",
-    ])
-    .output()
-    .unwrap();
-    assert_eq!(output.status.code(), Some(64), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    ]));
+    assert_eq!(status.code(), Some(64), "{status}: {stderr}");
     assert!(stderr.contains("2048, 3072 or 4096"), "{stderr}");
     assert!(!store.exists(), "nothing created");
-    let output = signet(&["keys", "init", "--key-dir", store_arg, "--alg", "RS256"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
+    let (status, stderr) = run(signet(&[
+        "keys",
+        "init",
+        "--key-dir",
+        store_arg,
+        "--alg",
+        "RS256",
+    ]));
+    assert!(status.success(), "{status}: {stderr}");
 }

@@ -1,7 +1,11 @@
 //! `signet verify` end to end: the binary fetches keys over a real Unix socket from a signer
 //! served in this process and checks tokens signed through Sign, by keys outside the set, by
-//! an independent signer (jsonwebtoken), tampered, expired, for the wrong audience.
+//! an independent signer (jsonwebtoken, RS256 and ES256), tampered, expired, for the wrong
+//! audience. Every run of the binary has a deadline.
 
+mod common;
+
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -118,21 +122,10 @@ impl Signer {
             .stderr(Stdio::piped());
         let stdin = stdin.map(str::to_owned);
         // The signer answers on this runtime: run the child off it.
-        let output: Output = tokio::task::spawn_blocking(move || {
-            let mut child = command.spawn().unwrap();
-            if let Some(input) = stdin {
-                use std::io::Write as _;
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(input.as_bytes())
-                    .unwrap();
-            }
-            child.wait_with_output().unwrap()
-        })
-        .await
-        .unwrap();
+        let output: Output =
+            tokio::task::spawn_blocking(move || output_within_deadline(command, stdin))
+                .await
+                .unwrap();
         (
             output.status.code().expect("exited, not killed"),
             String::from_utf8(output.stdout).unwrap(),
@@ -143,6 +136,38 @@ impl Signer {
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.task.take().unwrap().await.unwrap();
+    }
+}
+
+/// Runs `command` (its stdout and stderr piped) to exit, writing `stdin` to it first, and
+/// returns what it printed. A child still running at [`common::DEADLINE`] is killed and fails
+/// the test (`common::wait_child`); the pipes are drained on threads so a chatty child never
+/// blocks on a full pipe.
+fn output_within_deadline(mut command: Command, stdin: Option<String>) -> Output {
+    let mut child = command.spawn().expect("spawn the signet binary");
+    if let Some(input) = stdin {
+        use std::io::Write as _;
+        // Dropped at the end of the statement: the child sees end of input.
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(input.as_bytes())
+            .expect("write the token to signet's stdin");
+    }
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            pipe.read_to_end(&mut bytes).map(|_| bytes)
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let status = common::wait_child(&mut child, common::DEADLINE);
+    Output {
+        status,
+        stdout: stdout.join().unwrap().expect("read signet's stdout"),
+        stderr: stderr.join().unwrap().expect("read signet's stderr"),
     }
 }
 
@@ -281,6 +306,53 @@ async fn verifies_a_token_signed_by_an_independent_signer() {
     signer.stop().await;
 }
 
+/// The same for ES256: a P-256 key's token signed by jsonwebtoken (RustCrypto `p256`), under
+/// the kid computed without signet, verifies; the same token with one signature bit flipped,
+/// or with its subject changed, does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verifies_an_es256_token_signed_by_an_independent_signer() {
+    let path = common::key_path("test-ec256-pkcs8.pem");
+    let pem = std::fs::read(&path).unwrap();
+    let key = SigningKey::new(Arc::new(
+        LocalKey::from_pkcs8(&pkcs8_from_pem(&pem).unwrap()).unwrap(),
+    ));
+    let kid = common::expected_kid(&common::fixture_public_key_der(&path));
+    assert_eq!(
+        key.kid(),
+        kid,
+        "signet names the fixture by the in-tree rule"
+    );
+    let signer = Signer::start(KeySet::single(key));
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.clone());
+    let token = jsonwebtoken::encode(
+        &header,
+        &claims(now(), 600),
+        &jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap(),
+    )
+    .unwrap();
+
+    let (code, stdout, stderr) = signer.verify(&["--token", &token], None).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(&format!("kid: {kid}")), "{stdout}");
+    assert!(stdout.contains("alg: ES256"), "{stdout}");
+    assert!(
+        stdout.contains("system:serviceaccount:default:verify-test"),
+        "{stdout}"
+    );
+
+    for tampered in [
+        common::verifier::tamper_signature(&token),
+        common::verifier::tamper_payload(&token),
+    ] {
+        let (code, _, stderr) = signer.verify(&["--token", &tampered], None).await;
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains("signature does not match"), "{stderr}");
+        assert_no_signature(&tampered, &[&stderr]);
+    }
+    signer.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cannot_check_is_exit_2_and_says_why() {
     let key = generated(Algorithm::ES256);
@@ -290,7 +362,8 @@ async fn cannot_check_is_exit_2_and_says_why() {
     // No signer behind the socket.
     let missing = signer.dir.path().join("nobody.sock");
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_signet"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_signet"));
+        command
             .args([
                 "verify",
                 "--socket",
@@ -299,8 +372,9 @@ async fn cannot_check_is_exit_2_and_says_why() {
                 &token,
             ])
             .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        output_within_deadline(command, None)
     })
     .await
     .unwrap();

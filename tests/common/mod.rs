@@ -351,6 +351,7 @@ impl SignetProcess {
             .args(args)
             .env_remove("RUST_LOG")
             .env_remove("SIGNET_SOCKET")
+            .env_remove("SIGNET_ADMIN_SOCKET")
             .env_remove("SIGNET_LOG_FORMAT")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
