@@ -6,10 +6,9 @@
 
 mod common;
 
-use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
@@ -19,36 +18,21 @@ use tonic::transport::{Channel, Endpoint};
 use signet::api::v1::external_jwt_signer_client::ExternalJwtSignerClient;
 use signet::api::v1::{FetchKeysRequest, SignJwtRequest};
 
-/// `signet <args>`, stderr piped, with nothing from the environment that would change what it
-/// does: the variables the common harness clears, and SIGNET_ADMIN_SOCKET.
+/// `signet <args>`, with nothing from the environment that would change what it does.
 fn signet(args: &[&str]) -> Command {
-    let mut command = Command::new(common::signet_binary());
-    command
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("SIGNET_SOCKET")
-        .env_remove("SIGNET_ADMIN_SOCKET")
-        .env_remove("SIGNET_LOG_FORMAT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut command = common::signet_command(None);
+    command.args(args);
     command
 }
 
 /// Runs `command` (from [`signet`]) to its exit, bounded by [`common::DEADLINE`]: a child still
-/// running then is killed and the test fails. Its stderr is read on a thread meanwhile, so a
-/// full pipe cannot stall it. Returns the exit status and stderr.
-fn run(mut command: Command) -> (ExitStatus, String) {
-    let mut child = command.spawn().expect("spawn the signet binary");
-    let mut pipe = child.stderr.take().expect("piped stderr");
-    let reader = std::thread::spawn(move || {
-        let mut stderr = String::new();
-        let _ = pipe.read_to_string(&mut stderr);
-        stderr
-    });
-    let status = common::wait_child(&mut child, common::DEADLINE);
-    let stderr = reader.join().expect("stderr reader thread");
-    (status, stderr)
+/// running then is killed and the test fails. Returns the exit status and stderr.
+fn run(command: Command) -> (ExitStatus, String) {
+    let output = common::run_command(command, None);
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 fn init_store(root: &Path) -> String {

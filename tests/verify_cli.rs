@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -109,23 +108,17 @@ impl Signer {
 
     /// Runs `signet verify --socket <this signer> ARGS` (with `stdin` on standard input).
     async fn verify(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_signet"));
+        let mut command = common::signet_command(None);
         command
             .args(["verify", "--socket", self.socket.to_str().unwrap()])
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .args(args);
         let stdin = stdin.map(str::to_owned);
         // The signer answers on this runtime: run the child off it.
-        let output: Output =
-            tokio::task::spawn_blocking(move || output_within_deadline(command, stdin))
-                .await
-                .unwrap();
+        let output: Output = tokio::task::spawn_blocking(move || {
+            common::run_command(command, stdin.as_deref().map(str::as_bytes))
+        })
+        .await
+        .unwrap();
         (
             output.status.code().expect("exited, not killed"),
             String::from_utf8(output.stdout).unwrap(),
@@ -136,38 +129,6 @@ impl Signer {
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.task.take().unwrap().await.unwrap();
-    }
-}
-
-/// Runs `command` (its stdout and stderr piped) to exit, writing `stdin` to it first, and
-/// returns what it printed. A child still running at [`common::DEADLINE`] is killed and fails
-/// the test (`common::wait_child`); the pipes are drained on threads so a chatty child never
-/// blocks on a full pipe.
-fn output_within_deadline(mut command: Command, stdin: Option<String>) -> Output {
-    let mut child = command.spawn().expect("spawn the signet binary");
-    if let Some(input) = stdin {
-        use std::io::Write as _;
-        // Dropped at the end of the statement: the child sees end of input.
-        child
-            .stdin
-            .take()
-            .expect("piped stdin")
-            .write_all(input.as_bytes())
-            .expect("write the token to signet's stdin");
-    }
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            pipe.read_to_end(&mut bytes).map(|_| bytes)
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    let status = common::wait_child(&mut child, common::DEADLINE);
-    Output {
-        status,
-        stdout: stdout.join().unwrap().expect("read signet's stdout"),
-        stderr: stderr.join().unwrap().expect("read signet's stderr"),
     }
 }
 
@@ -362,19 +323,15 @@ async fn cannot_check_is_exit_2_and_says_why() {
     // No signer behind the socket.
     let missing = signer.dir.path().join("nobody.sock");
     let output = tokio::task::spawn_blocking(move || {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_signet"));
-        command
-            .args([
-                "verify",
-                "--socket",
-                missing.to_str().unwrap(),
-                "--token",
-                &token,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        output_within_deadline(command, None)
+        let mut command = common::signet_command(None);
+        command.args([
+            "verify",
+            "--socket",
+            missing.to_str().unwrap(),
+            "--token",
+            &token,
+        ]);
+        common::run_command(command, None)
     })
     .await
     .unwrap();

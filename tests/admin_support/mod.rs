@@ -7,13 +7,12 @@
 
 #![allow(dead_code)]
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use signet::api::v1::FetchKeysResponse;
 
-use crate::common::{self, Api, SignetProcess, DEADLINE};
+use crate::common::{self, Api, SignetProcess};
 
 /// What one `signet ...` run printed, and how it ended.
 #[derive(Debug)]
@@ -62,7 +61,7 @@ impl CliRun {
     }
 }
 
-/// Runs the `signet` binary with `args` to completion (bounded by [`DEADLINE`]).
+/// Runs the `signet` binary with `args` to completion (bounded by [`common::DEADLINE`]).
 pub fn run_signet(args: &[&str]) -> CliRun {
     run_to_completion(common::signet_command(None), args)
 }
@@ -73,35 +72,12 @@ pub fn run_signet_with_umask(args: &[&str], umask: u32) -> CliRun {
 }
 
 fn run_to_completion(mut command: Command, args: &[&str]) -> CliRun {
-    let mut child = command
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("SIGNET_SOCKET")
-        .env_remove("SIGNET_ADMIN_SOCKET")
-        .env_remove("SIGNET_LOG_FORMAT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the signet binary");
-    // Drain both pipes on threads so a chatty child can never block on a full pipe.
-    let mut stdout_pipe = child.stdout.take().expect("piped stdout");
-    let mut stderr_pipe = child.stderr.take().expect("piped stderr");
-    let stdout = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout_pipe.read_to_string(&mut text);
-        text
-    });
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr_pipe.read_to_string(&mut text);
-        text
-    });
-    let status = common::wait_child(&mut child, DEADLINE);
+    command.args(args);
+    let output = common::run_command(command, None);
     CliRun {
-        code: status.code(),
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 

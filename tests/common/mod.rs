@@ -313,10 +313,12 @@ pub fn signet_binary() -> &'static str {
     env!("CARGO_BIN_EXE_signet")
 }
 
-/// A command that runs the `signet` binary; with `umask`, through `sh` after `umask UMASK`, so
-/// that what signet creates can be checked under an operator's strict umask.
+/// A command that runs the `signet` binary with nothing from the environment that would change
+/// what it does (`RUST_LOG` and the `SIGNET_*` variables its flags read); with `umask`, through
+/// `sh` after `umask UMASK`, so that what signet creates can be checked under an operator's
+/// strict umask.
 pub fn signet_command(umask: Option<u32>) -> Command {
-    match umask {
+    let mut command = match umask {
         None => Command::new(signet_binary()),
         Some(umask) => {
             let mut command = Command::new("sh");
@@ -327,6 +329,52 @@ pub fn signet_command(umask: Option<u32>) -> Command {
             ]);
             command
         }
+    };
+    command
+        .env_remove("RUST_LOG")
+        .env_remove("SIGNET_SOCKET")
+        .env_remove("SIGNET_ADMIN_SOCKET")
+        .env_remove("SIGNET_LOG_FORMAT");
+    command
+}
+
+/// Runs `command` to its exit with `stdin` (or nothing) on its standard input and what it
+/// prints collected. The pipes are drained on threads, so a chatty child never blocks on a
+/// full pipe, and a child still running at [`DEADLINE`] is killed and fails the test.
+pub fn run_command(mut command: Command, stdin: Option<&[u8]>) -> std::process::Output {
+    use std::io::{Read, Write as _};
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn the signet binary");
+    if let Some(input) = stdin {
+        // Dropped at the end of the statement: the child sees end of input.
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(input)
+            .expect("write to the child's stdin");
+    }
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let status = wait_child(&mut child, DEADLINE);
+    std::process::Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
     }
 }
 
@@ -349,10 +397,6 @@ impl SignetProcess {
         command
             .args(["--log-format", "json"])
             .args(args)
-            .env_remove("RUST_LOG")
-            .env_remove("SIGNET_SOCKET")
-            .env_remove("SIGNET_ADMIN_SOCKET")
-            .env_remove("SIGNET_LOG_FORMAT")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
