@@ -193,7 +193,10 @@ impl Signet {
         let _ = grpc.send(());
         let _ = http.send(());
         for task in self.tasks.drain(..) {
-            task.await.unwrap();
+            tokio::time::timeout(common::DEADLINE, task)
+                .await
+                .expect("a server task did not end after shutdown")
+                .unwrap();
         }
     }
 }

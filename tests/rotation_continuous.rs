@@ -83,7 +83,10 @@ impl Server {
 
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap();
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("the server did not stop after shutdown")
+            .unwrap();
     }
 
     async fn sign(&mut self, now: SystemTime) -> (String, u64) {

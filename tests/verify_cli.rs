@@ -128,7 +128,10 @@ impl Signer {
 
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap();
+        tokio::time::timeout(common::DEADLINE, self.task.take().unwrap())
+            .await
+            .expect("the signer did not stop after shutdown")
+            .unwrap();
     }
 }
 
