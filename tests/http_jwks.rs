@@ -547,15 +547,7 @@ async fn a_set_with_nothing_to_publish_is_unavailable_not_empty() {
 /// test then fails at the deadline instead of hanging.
 fn serve_exits(dir: &Path, args: &[&str]) -> (i32, String) {
     let socket = dir.join("s.sock");
-    // Explicit, so that a SIGNET_ADMIN_SOCKET in the environment cannot move it.
-    let admin = dir.join("admin.sock");
-    let mut argv = vec![
-        "serve",
-        "--socket",
-        socket.to_str().unwrap(),
-        "--admin-socket",
-        admin.to_str().unwrap(),
-    ];
+    let mut argv = vec!["serve", "--socket", socket.to_str().unwrap()];
     argv.extend_from_slice(args);
     let (status, stderr) = common::run_to_exit(&argv);
     (status.code().expect("exited, not killed"), stderr)

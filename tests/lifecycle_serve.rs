@@ -55,16 +55,11 @@ impl Served {
     /// listens; fails with its stderr if it exits first.
     fn start(root: &Path, store: &str, extra: &[&str]) -> Self {
         let socket = root.join("signet.sock");
-        // Where the default puts it (beside --socket), given explicitly: the common harness
-        // does not clear SIGNET_ADMIN_SOCKET, and the flag overrides it.
-        let admin_socket = root.join("admin.sock");
         // A client connection may outlive its handle briefly; do not wait long to drain it.
         let mut args = vec![
             "serve",
             "--socket",
             socket.to_str().unwrap(),
-            "--admin-socket",
-            admin_socket.to_str().unwrap(),
             "--key-dir",
             store,
             "--shutdown-grace",
