@@ -3,12 +3,11 @@
 //! except the one guard the CLI owns: `--promote-now` needs `--force`.
 
 use std::io::{self, Write as _};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use super::v1;
 use super::{render_keys, render_status, AdminClient, ClientError};
-use crate::backend::{read_private_key_file, StoreError};
+use crate::backend::{read_private_key_file, write_atomic, StoreError};
 use crate::cli::KeysCommand;
 
 /// Why a `signet keys` command failed.
@@ -26,6 +25,8 @@ pub enum CommandError {
     KeyFile(#[from] StoreError),
     #[error("cannot write {}: {source}", .path.display())]
     WriteOutput { path: PathBuf, source: io::Error },
+    #[error("cannot write the JWK Set: {0}")]
+    WriteJwks(StoreError),
 }
 
 impl From<tonic::Status> for CommandError {
@@ -140,12 +141,7 @@ pub async fn run(command: &KeysCommand) -> Result<(), CommandError> {
                 .into_inner()
                 .jwks_json;
             match &args.out {
-                Some(path) => {
-                    write_atomically(path, &jwks).map_err(|source| CommandError::WriteOutput {
-                        path: path.clone(),
-                        source,
-                    })
-                }
+                Some(path) => write_atomically(path, &jwks).map_err(CommandError::WriteJwks),
                 None => {
                     let mut out = io::stdout().lock();
                     out.write_all(&jwks)
@@ -193,43 +189,25 @@ fn print(text: &str) -> Result<(), CommandError> {
         })
 }
 
-/// Writes `contents` to `path` so that a reader sees the old file or the new one, never a
-/// part: temp file in the same directory, fsync, rename, fsync the directory.
-fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+/// Writes the public JWK Set to `path` (mode 0644) so that a reader sees the old file or the
+/// new one, never a part: the key store's atomic write.
+fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
-    let temp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&temp)?;
-        // A JWK Set is public: anyone may read it. open(2) narrows the mode by the umask, so
-        // set it on the file itself.
-        file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if let Err(err) = written {
-        let _ = std::fs::remove_file(&temp);
-        return Err(err);
-    }
-    std::fs::File::open(dir)?.sync_all()
+    let name = path.file_name().ok_or_else(|| StoreError::Io {
+        action: "write",
+        path: path.to_owned(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "not a file name"),
+    })?;
+    write_atomic(dir, &name.to_string_lossy(), contents, 0o644)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
 
     #[test]

@@ -201,7 +201,7 @@ impl DirectoryBackend {
             .file_name()
             .and_then(|n| n.to_str())
             .expect("key file names are ASCII");
-        write_atomic(&self.dir, name, pem.as_bytes())?;
+        write_atomic(&self.dir, name, pem.as_bytes(), 0o600)?;
         Ok(key)
     }
 }

@@ -25,8 +25,14 @@ pub(crate) fn io_error<'a>(
     }
 }
 
-/// Replaces `dir/name` with `contents` atomically and durably, as a mode-0600 file.
-pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<(), StoreError> {
+/// Replaces `dir/name` with `contents` atomically and durably, as a file of mode `mode` (0600
+/// for the key store; 0644 for a public JWK Set).
+pub(crate) fn write_atomic(
+    dir: &Path,
+    name: &str,
+    contents: &[u8],
+    mode: u32,
+) -> Result<(), StoreError> {
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
     let temp = dir.join(format!(
         ".{name}.{}.{}{TEMP_SUFFIX}",
@@ -41,6 +47,10 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<()
             .mode(0o600)
             .open(&temp)
             .map_err(io_error("create", &temp))?;
+        // Created owner-only, then given its mode on the file itself: open(2) narrows the mode
+        // by the umask, and the result must be `mode` whatever umask signet runs with.
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io_error("chmod", &temp))?;
         file.write_all(contents).map_err(io_error("write", &temp))?;
         file.sync_all().map_err(io_error("fsync", &temp))?;
         drop(file);

@@ -226,7 +226,7 @@ impl StateStore for FileStateStore {
     fn save(&self, state: &LifecycleState) -> Result<(), StoreError> {
         let mut json = serde_json::to_vec_pretty(state).expect("state serialises");
         json.push(b'\n');
-        write_atomic(&self.dir, STATE_FILE, &json)
+        write_atomic(&self.dir, STATE_FILE, &json, 0o600)
     }
 }
 
