@@ -45,10 +45,17 @@ impl TokenSigner {
         }
     }
 
-    /// Checks and signs the apiserver's `claims`, returning the header and signature segments.
+    /// Checks and signs the apiserver's `claims` with the key active now, returning the header
+    /// and signature segments.
     pub fn sign(&self, claims: &str) -> Result<SignedJws, SignError> {
+        self.sign_with(&self.keyring.load(), claims)
+    }
+
+    /// [`Self::sign`] with the active key of `keys`, a snapshot the caller already holds: the
+    /// gRPC layer chooses where to compute the signature by that key's cost, and the same key
+    /// must then sign, even if a rotation publishes a new set in between.
+    pub fn sign_with(&self, keys: &KeySet, claims: &str) -> Result<SignedJws, SignError> {
         jws::check_claims(claims, self.max_token_expiration_secs())?;
-        let keys = self.keyring.load();
         let key = keys.signing_key().ok_or(SignError::NoSigningKey)?;
         Ok(jws::sign(key, claims)?)
     }
@@ -68,5 +75,45 @@ impl TokenSigner {
 
     pub fn max_token_expiration_secs(&self) -> i64 {
         i64::try_from(self.max_token_expiration.as_secs()).unwrap_or(i64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{LocalKey, SigningKey};
+
+    fn key(pem: &[u8]) -> SigningKey {
+        let pkcs8 = crate::keys::pkcs8_from_pem(pem).unwrap();
+        SigningKey::new(Arc::new(LocalKey::from_pkcs8(&pkcs8).unwrap()))
+    }
+
+    #[test]
+    fn a_held_snapshot_signs_with_its_own_key_after_a_rotation() {
+        let before = key(include_bytes!("../keys/test-ec256-pkcs8.pem"));
+        let after = key(include_bytes!("../keys/test-ec256-sec1.pem"));
+        assert_ne!(before.kid(), after.kid());
+        let keyring = Arc::new(KeyRing::new(KeySet::single(before.clone())));
+        let signer = TokenSigner::new(
+            Arc::clone(&keyring),
+            MIN_MAX_TOKEN_EXPIRATION,
+            Duration::from_secs(60),
+        );
+        let held = keyring.snapshot();
+        keyring.publish(KeySet::single(after.clone()));
+
+        use base64::Engine as _;
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"exp":1700000600,"iat":1700000000}"#);
+        let claims = claims.as_str();
+        let header_of = |signed: SignedJws| signed.header;
+        assert_eq!(
+            header_of(signer.sign_with(&held, claims).unwrap()),
+            jws::encode_header(before.algorithm(), before.kid())
+        );
+        assert_eq!(
+            header_of(signer.sign(claims).unwrap()),
+            jws::encode_header(after.algorithm(), after.kid())
+        );
     }
 }

@@ -195,6 +195,19 @@ fn the_created_socket_directory_is_0750_under_a_strict_umask() {
     terminate_cleanly(&mut process, &socket, Signal::TERM);
 }
 
+#[test]
+fn the_socket_is_created_with_its_mode_under_a_permissive_umask() {
+    // The socket file gets its mode from the umask signet sets for the bind, with no chmod
+    // after: under umask 000 it must still come out owner-only.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("signet.sock");
+    let mut process =
+        SignetProcess::spawn_with_umask(&["serve", "--socket", socket.to_str().unwrap()], 0o000);
+    process.wait_ready();
+    assert_eq!(socket_mode(&socket), 0o600);
+    terminate_cleanly(&mut process, &socket, Signal::TERM);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_socket_file_is_replaced() {
     let dir = tempfile::tempdir().unwrap();

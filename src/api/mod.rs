@@ -109,22 +109,18 @@ impl ExternalJwtSignerService {
     }
 
     /// Signs where the active key's `SignatureCost` says (see `SigningPool::run`), so a slow
-    /// signature never holds up the executor.
+    /// signature never holds up the executor. The key that was placed is the key that signs:
+    /// the job carries the snapshot it was placed by.
     async fn sign_placed(&self, request: SignJwtRequest) -> Result<SignJwtResponse, Status> {
-        let cost = self
-            .signer
-            .keyring()
-            .load()
-            .signing_key()
-            .map(|key| key.signature_cost());
-        let Some(cost) = cost else {
+        let keys = self.signer.keyring().snapshot();
+        let Some(cost) = keys.signing_key().map(|key| key.signature_cost()) else {
             // A verification-only set: fails at once with the signer's own error.
-            return sign(&self.signer, request);
+            return sign(&self.signer, &keys, request);
         };
-        // The job needs the signer only: one `Arc` to clone per call, not the whole service.
+        // The job needs the signer and the snapshot only, not the whole service.
         let signer = Arc::clone(&self.signer);
         self.signing_pool
-            .run(cost, move || sign(&signer, request))
+            .run(cost, move || sign(&signer, &keys, request))
             .await
             .unwrap_or_else(|| Err(Status::internal("the signing thread failed")))
     }
@@ -169,10 +165,15 @@ impl ExternalJwtSignerService {
     }
 }
 
-/// Signs the request's claims, the error mapped to its gRPC status.
-fn sign(signer: &TokenSigner, request: SignJwtRequest) -> Result<SignJwtResponse, Status> {
+/// Signs the request's claims with the active key of `keys`, the error mapped to its gRPC
+/// status.
+fn sign(
+    signer: &TokenSigner,
+    keys: &KeySet,
+    request: SignJwtRequest,
+) -> Result<SignJwtResponse, Status> {
     let signed = signer
-        .sign(&request.claims)
+        .sign_with(keys, &request.claims)
         .map_err(|err| status_for_sign_error(&err))?;
     Ok(SignJwtResponse {
         header: signed.header,

@@ -180,8 +180,7 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds `address`. A file socket is owner-only from the moment it exists and gets
-    /// permission bits `mode` before serving starts; a stale socket
+    /// Binds `address`. A file socket is created with the permission bits `mode`; a stale socket
     /// left by a crash is replaced, a live one is not. For an abstract socket, peers other
     /// than our own UID, root and `allowed_uids` are turned away.
     pub fn bind(
@@ -244,11 +243,14 @@ fn bind_path(path: &Path, mode: u32) -> Result<Listener, SocketError> {
     }
     remove_stale(path)?;
 
-    // bind(2) gives the socket file the mode 0777 & !umask. Narrowing the umask to owner-only
-    // for the bind means no other user can connect in the instant before the chmod below,
-    // whatever umask signet was started with. The umask is process-wide: a file another
-    // thread creates meanwhile can only come out stricter, never wider.
-    let previous = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+    // bind(2) creates the socket file with the mode 0777 & !umask. With the umask set to the
+    // complement of `mode` for the bind, the file has its final mode the instant it exists, so
+    // no chmod follows: a chmod by path would follow a symbolic link put in the socket's place
+    // meanwhile. The umask is process-wide, but nothing else writes files then: the key store
+    // is loaded before and the rotation task starts after the sockets are bound, and signet
+    // creates its files owner-only (0600), which no umask widens.
+    let bind_umask = rustix::fs::Mode::from_raw_mode(0o777 & !mode);
+    let previous = rustix::process::umask(bind_umask);
     let bound = std::os::unix::net::UnixListener::bind(path);
     rustix::process::umask(previous);
     let std_listener = bound.map_err(|err| {
@@ -258,10 +260,6 @@ fn bind_path(path: &Path, mode: u32) -> Result<Listener, SocketError> {
             io_error("cannot bind", path)(err)
         }
     })?;
-    if let Err(err) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
-        let _ = std::fs::remove_file(path);
-        return Err(io_error("cannot set the mode of", path)(err));
-    }
     let meta = std::fs::symlink_metadata(path).map_err(io_error("cannot stat", path))?;
     let file = SocketFile {
         path: path.to_owned(),
