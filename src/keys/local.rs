@@ -106,7 +106,8 @@ impl JwsSigner for LocalKey {
     }
 
     // Measured per provider (BENCHMARKS.md, raw signing): ES256 takes ~16-20 µs with either;
-    // aws-lc-rs signs ES384 in ~0.1 ms, ES512 in ~0.18 ms and RSA-2048 in ~0.25 ms; ring takes
+    // aws-lc-rs signs ES384 in ~0.1 ms, ES512 in ~0.18 ms and RSA-2048 in ~0.25 ms (0.7 ms on
+    // the slower host of run P, where FetchKeys then waits for at most that); ring takes
     // ~0.57 ms for ES384 and ~0.6 ms for RSA-2048, and RSA-3072/4096 take 0.9-5 ms with
     // either: long enough that FetchKeys must not wait for one.
     fn signature_cost(&self) -> SignatureCost {
