@@ -61,11 +61,13 @@ impl KeyBackend for FlakyBackend {
     }
 }
 
-/// A state store whose saves can be made to fail (a full disk).
+/// A state store whose saves can be made to fail (a full disk), or to land without being
+/// durable (the state file renamed into place, the fsync of its directory failed).
 #[derive(Debug, Default)]
 struct FlakyStateStore {
     inner: MemoryStateStore,
     failing: AtomicBool,
+    not_durable: AtomicBool,
 }
 
 impl StateStore for FlakyStateStore {
@@ -83,7 +85,14 @@ impl StateStore for FlakyStateStore {
                 source: std::io::Error::other("disk full"),
             });
         }
-        self.inner.save(state)
+        self.inner.save(state)?;
+        if self.not_durable.load(Ordering::SeqCst) {
+            return Err(StoreError::NotDurable {
+                path: "(test)".into(),
+                source: std::io::Error::other("I/O error"),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -445,6 +454,38 @@ async fn a_change_that_cannot_be_persisted_is_not_published() {
     f.store.failing.store(false, Ordering::SeqCst);
     f.lifecycle.rotate(None, false).await.unwrap();
     assert_eq!(f.published().len(), 2);
+}
+
+#[tokio::test]
+async fn a_change_saved_but_not_made_durable_is_served_as_the_file_holds_it() {
+    let f = fixture();
+    let old = f.signing_kid();
+    let next = f.lifecycle.rotate(None, false).await.unwrap().kid;
+    f.clock.set(t0() + LEAD);
+    f.store.not_durable.store(true, Ordering::SeqCst);
+    let err = f.lifecycle.promote(false).await.unwrap_err();
+    assert!(err.to_string().contains("in effect"), "{err}");
+    // The file records the old key as retired from now on; had this process kept signing
+    // with it, its retention would count from a time after which it still signed.
+    let saved = f.store.inner.load().unwrap().unwrap();
+    let state_of = |kid: &str| saved.keys.iter().find(|k| k.kid == kid).unwrap().state;
+    assert_eq!(state_of(&next), KeyState::Active);
+    assert_eq!(state_of(&old), KeyState::Retired);
+    assert_eq!(f.signing_kid(), next);
+    assert!(f.sign().is_ok());
+    let listed: Vec<(String, KeyState)> = f
+        .lifecycle
+        .list()
+        .await
+        .into_iter()
+        .map(|r| (r.kid, r.state))
+        .collect();
+    let in_file: Vec<(String, KeyState)> = saved
+        .keys
+        .iter()
+        .map(|k| (k.kid.clone(), k.state))
+        .collect();
+    assert_eq!(listed, in_file);
 }
 
 const SA_KEY: &[u8] = include_bytes!("fixtures/lifecycle-sa-pkcs1.key");

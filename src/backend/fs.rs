@@ -26,7 +26,8 @@ pub(crate) fn io_error<'a>(
 }
 
 /// Replaces `dir/name` with `contents` atomically and durably, as a file of mode `mode` (0600
-/// for the key store; 0644 for a public JWK Set).
+/// for the key store; 0644 for a public JWK Set). On any error but [`StoreError::NotDurable`]
+/// the file is as it was.
 pub(crate) fn write_atomic(
     dir: &Path,
     name: &str,
@@ -60,7 +61,14 @@ pub(crate) fn write_atomic(
         let _ = fs::remove_file(&temp);
     }
     written?;
-    sync_dir(dir)
+    // The new contents are in place: only their surviving a power loss is now in doubt, which
+    // a caller must be able to tell from a write that did not happen.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StoreError::NotDurable {
+            path: target,
+            source,
+        })
 }
 
 /// Removes `path` and makes the removal durable.

@@ -91,6 +91,13 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The file was renamed into place (every reader, and a restart, sees it), but the fsync
+    /// of its directory failed, so the rename may not survive a power loss.
+    #[error("{path} was replaced, but the fsync of its directory failed ({source}): the change is in effect but may not survive a power loss")]
+    NotDurable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "{path} has mode {mode:04o}, which lets other users read it; fix: chmod {fix:04o} {path}"
     )]

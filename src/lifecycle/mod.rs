@@ -731,7 +731,11 @@ impl KeyLifecycle {
     }
 
     /// Persists `next`, then publishes it, then makes it the current entries. On error
-    /// nothing changed.
+    /// nothing changed, but for one: the state file was replaced and only the fsync of its
+    /// directory failed. The file then holds `next`, which a restart would read, so this
+    /// process serves `next` too and returns the error, which says the change is in effect.
+    /// Serving the old set instead would let a key that the file records as retired at a
+    /// given time keep signing after it, while its retention counts from that time.
     async fn commit(
         &self,
         entries: &mut Vec<Entry>,
@@ -745,10 +749,17 @@ impl KeyLifecycle {
         )?;
         let key_set = key_set(&next, now)?;
         let store = Arc::clone(&self.store);
-        blocking(move || store.save(&state)).await?;
+        let saved = blocking(move || store.save(&state)).await;
+        let in_effect = matches!(
+            saved,
+            Ok(()) | Err(LifecycleError::Store(StoreError::NotDurable { .. }))
+        );
+        if !in_effect {
+            return saved;
+        }
         self.keyring.publish(key_set);
         *entries = next;
-        Ok(())
+        saved
     }
 
     /// When a next key has been visible in FetchKeys for the publish lead: since it was
