@@ -162,7 +162,7 @@ impl KeyRing {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::keys::LocalKey;
 
@@ -184,7 +184,8 @@ mod tests {
         assert!(!single.published()[0].exclude_from_oidc_discovery);
     }
 
-    fn key(pem: &[u8]) -> SigningKey {
+    /// A key from a PEM file (shared with other modules' tests).
+    pub(crate) fn key(pem: &[u8]) -> SigningKey {
         let pkcs8 = crate::keys::pkcs8_from_pem(pem).unwrap();
         SigningKey::new(Arc::new(LocalKey::from_pkcs8(&pkcs8).unwrap()))
     }

@@ -81,12 +81,7 @@ impl TokenSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::{LocalKey, SigningKey};
-
-    fn key(pem: &[u8]) -> SigningKey {
-        let pkcs8 = crate::keys::pkcs8_from_pem(pem).unwrap();
-        SigningKey::new(Arc::new(LocalKey::from_pkcs8(&pkcs8).unwrap()))
-    }
+    use crate::keyring::tests::key;
 
     #[test]
     fn a_held_snapshot_signs_with_its_own_key_after_a_rotation() {
