@@ -463,8 +463,8 @@ async fn a_change_saved_but_not_made_durable_is_served_as_the_file_holds_it() {
     let next = f.lifecycle.rotate(None, false).await.unwrap().kid;
     f.clock.set(t0() + LEAD);
     f.store.not_durable.store(true, Ordering::SeqCst);
-    let err = f.lifecycle.promote(false).await.unwrap_err();
-    assert!(err.to_string().contains("in effect"), "{err}");
+    // In effect, so reported as done (the server logs the failed fsync as an error).
+    f.lifecycle.promote(false).await.unwrap();
     // The file records the old key as retired from now on; had this process kept signing
     // with it, its retention would count from a time after which it still signed.
     let saved = f.store.inner.load().unwrap().unwrap();

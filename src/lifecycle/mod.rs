@@ -731,11 +731,13 @@ impl KeyLifecycle {
     }
 
     /// Persists `next`, then publishes it, then makes it the current entries. On error
-    /// nothing changed, but for one: the state file was replaced and only the fsync of its
-    /// directory failed. The file then holds `next`, which a restart would read, so this
-    /// process serves `next` too and returns the error, which says the change is in effect.
-    /// Serving the old set instead would let a key that the file records as retired at a
-    /// given time keep signing after it, while its retention counts from that time.
+    /// nothing changed. One failure is not an error here: the state file was replaced and only
+    /// the fsync of its directory failed. The file then holds `next`, which a restart would
+    /// read, so this process serves `next` too, logs the failure as an error, and the caller
+    /// goes on as after any change (its transition logged, its key material deleted). Serving
+    /// the old set instead would let a key that the file records as retired at a given time
+    /// keep signing after it, while its retention counts from that time. The next change's
+    /// fsync of the same directory makes this one durable too.
     async fn commit(
         &self,
         entries: &mut Vec<Entry>,
@@ -749,17 +751,16 @@ impl KeyLifecycle {
         )?;
         let key_set = key_set(&next, now)?;
         let store = Arc::clone(&self.store);
-        let saved = blocking(move || store.save(&state)).await;
-        let in_effect = matches!(
-            saved,
-            Ok(()) | Err(LifecycleError::Store(StoreError::NotDurable { .. }))
-        );
-        if !in_effect {
-            return saved;
+        match blocking(move || store.save(&state)).await {
+            Ok(()) => {}
+            Err(LifecycleError::Store(err @ StoreError::NotDurable { .. })) => {
+                tracing::error!(error = %err, "key state saved but not made durable");
+            }
+            Err(err) => return Err(err),
         }
         self.keyring.publish(key_set);
         *entries = next;
-        saved
+        Ok(())
     }
 
     /// When a next key has been visible in FetchKeys for the publish lead: since it was
