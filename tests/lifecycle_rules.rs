@@ -486,6 +486,12 @@ async fn a_change_saved_but_not_made_durable_is_served_as_the_file_holds_it() {
         .map(|k| (k.kid.clone(), k.state))
         .collect();
     assert_eq!(listed, in_file);
+    // Both stay in FetchKeys: the retired key verifies the tokens it signed.
+    let mut published = f.published();
+    published.sort();
+    let mut kids = vec![old, next];
+    kids.sort();
+    assert_eq!(published, kids);
 }
 
 const SA_KEY: &[u8] = include_bytes!("fixtures/lifecycle-sa-pkcs1.key");
