@@ -201,16 +201,7 @@ impl DirectoryBackend {
             .file_name()
             .and_then(|n| n.to_str())
             .expect("key file names are ASCII");
-        write_atomic(&self.dir, name, pem.as_bytes(), 0o600).map_err(|err| match err {
-            // The file is in place, but the rotation or import it is part of fails and records
-            // nothing: the file is an orphan, not a change in effect.
-            StoreError::NotDurable { path, source } => StoreError::Io {
-                action: "fsync the directory of",
-                path,
-                source,
-            },
-            other => other,
-        })?;
+        write_atomic(&self.dir, name, pem.as_bytes(), 0o600)?;
         Ok(key)
     }
 }

@@ -63,12 +63,10 @@ pub(crate) fn write_atomic(
     written?;
     // The new contents are in place: only their surviving a power loss is now in doubt, which
     // a caller must be able to tell from a write that did not happen.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| StoreError::NotDurable {
-            path: target,
-            source,
-        })
+    fsync_dir(dir).map_err(|source| StoreError::NotDurable {
+        path: target,
+        source,
+    })
 }
 
 /// Removes `path` and makes the removal durable.
@@ -79,9 +77,11 @@ pub(crate) fn remove_durably(dir: &Path, path: &Path) -> Result<(), StoreError> 
 
 /// fsync of a directory: makes renames and removals in it survive a power loss.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error("fsync directory", dir))
+    fsync_dir(dir).map_err(io_error("fsync directory", dir))
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir).and_then(|d| d.sync_all())
 }
 
 /// Refuses a file or directory that group or other users may access.

@@ -93,7 +93,7 @@ pub enum StoreError {
     },
     /// The file was renamed into place (every reader, and a restart, sees it), but the fsync
     /// of its directory failed, so the rename may not survive a power loss.
-    #[error("{path} was replaced, but the fsync of its directory failed ({source}): the change is in effect but may not survive a power loss")]
+    #[error("{path} was replaced, but the fsync of its directory failed ({source}): the new file may not survive a power loss")]
     NotDurable {
         path: PathBuf,
         source: std::io::Error,
