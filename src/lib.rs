@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod api;
 pub mod backend;
+mod busy_poll;
 pub mod cli;
 pub mod config;
 pub mod jwks;

@@ -6,6 +6,8 @@
 //! before, during and after the state change. The seed is printed; set
 //! `SIGNET_CRASH_SEED=<n>` to replay a run.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::ExitStatusExt as _;
@@ -14,9 +16,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use signet::backend::{pkcs8_to_pem, DirectoryBackend};
+use signet::backend::pkcs8_to_pem;
 use signet::keys::{Algorithm, LocalKey};
-use signet::lifecycle::{FileStateStore, KeyLifecycle, KeyState, RotationPolicy, SystemClock};
+use signet::lifecycle::{KeyLifecycle, KeyState, RotationPolicy, SystemClock};
 
 const ITERATIONS: usize = 100;
 /// Bound on the whole test, far above its usual few seconds.
@@ -49,15 +51,12 @@ impl Rng {
 }
 
 fn open(dir: &Path) -> KeyLifecycle {
-    let backend =
-        DirectoryBackend::open(dir).unwrap_or_else(|e| panic!("store does not open: {e}"));
-    KeyLifecycle::open(
-        Arc::new(backend),
-        Arc::new(FileStateStore::new(dir)),
+    common::open_key_dir(
+        dir,
         RotationPolicy::new(Duration::from_secs(60), Duration::from_secs(24 * 3600)),
         Arc::new(SystemClock),
     )
-    .unwrap_or_else(|e| panic!("store does not load: {e}"))
+    .unwrap_or_else(|e| panic!("store does not open: {e}"))
 }
 
 /// A fresh EC key as a PEM file to import.

@@ -1,6 +1,8 @@
 //! The backend conformance suite against every backend, and the directory store's refusals:
 //! each broken store is refused at load with a message naming the file and the fix.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -9,10 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use signet::backend::{conformance, DirectoryBackend, KeyBackend, MemoryBackend, StoreError};
 use signet::keys::{pkcs8_from_pem, Algorithm, JwsSigner, KeyError, LocalKey, SigningKey};
-use signet::lifecycle::{
-    FileStateStore, InitialKeys, KeyLifecycle, LifecycleError, ManualClock, RotationPolicy,
-    STATE_FILE,
-};
+use signet::lifecycle::{KeyLifecycle, LifecycleError, ManualClock, RotationPolicy, STATE_FILE};
 
 const RSA_PKCS8_PEM: &[u8] = include_bytes!("fixtures/lifecycle-rsa2048.pem");
 /// Another RSA key (PKCS#1), the wrong handle the crossed backend below signs RSA with.
@@ -226,14 +225,7 @@ fn clock() -> Arc<ManualClock> {
 /// A store with one active key; returns the store path and the active kid.
 fn new_store(root: &Path) -> (std::path::PathBuf, String) {
     let path = root.join("keys");
-    let lifecycle = KeyLifecycle::create(
-        Arc::new(DirectoryBackend::create(&path).unwrap()),
-        Arc::new(FileStateStore::new(&path)),
-        policy(),
-        clock(),
-        InitialKeys::Generate(Algorithm::ES256),
-    )
-    .unwrap();
+    let lifecycle = common::create_key_dir(&path, policy(), clock());
     let kid = lifecycle
         .keyring()
         .snapshot()
@@ -245,13 +237,7 @@ fn new_store(root: &Path) -> (std::path::PathBuf, String) {
 }
 
 fn open(path: &Path) -> Result<KeyLifecycle, LifecycleError> {
-    let backend = DirectoryBackend::open(path)?;
-    KeyLifecycle::open(
-        Arc::new(backend),
-        Arc::new(FileStateStore::new(path)),
-        policy(),
-        clock(),
-    )
+    common::open_key_dir(path, policy(), clock())
 }
 
 fn open_err(path: &Path) -> String {

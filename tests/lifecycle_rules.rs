@@ -1,5 +1,7 @@
 //! Each lifecycle rule, fast-forwarded with a manual clock over the in-memory backend.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -7,12 +9,12 @@ use std::time::{Duration, SystemTime};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
-use signet::backend::{DirectoryBackend, KeyBackend, MemoryBackend, StoreError};
+use signet::backend::{KeyBackend, MemoryBackend, StoreError};
 use signet::keys::{Algorithm, KeyError, SigningKey};
 use signet::lifecycle::Clock as _;
 use signet::lifecycle::{
-    FileStateStore, ImportOptions, InitialKeys, KeyLifecycle, KeyState, LifecycleError,
-    LifecycleState, ManualClock, MemoryStateStore, RotationPolicy, StateStore, VERIFIER_LEEWAY,
+    ImportOptions, InitialKeys, KeyLifecycle, KeyState, LifecycleError, LifecycleState,
+    ManualClock, MemoryStateStore, RotationPolicy, StateStore, VERIFIER_LEEWAY,
 };
 use signet::signer::TokenSigner;
 
@@ -613,27 +615,8 @@ async fn every_change_is_persisted_before_it_returns() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys");
     let clock = Arc::new(ManualClock::new(t0()));
-    let open = |create: bool| {
-        let store = Arc::new(FileStateStore::new(&path));
-        if create {
-            KeyLifecycle::create(
-                Arc::new(DirectoryBackend::create(&path).unwrap()),
-                store,
-                policy(),
-                clock.clone(),
-                InitialKeys::Generate(Algorithm::ES256),
-            )
-        } else {
-            KeyLifecycle::open(
-                Arc::new(DirectoryBackend::open(&path).unwrap()),
-                store,
-                policy(),
-                clock.clone(),
-            )
-        }
-        .unwrap()
-    };
-    let lifecycle = open(true);
+    let open = || common::open_key_dir(&path, policy(), clock.clone()).unwrap();
+    let lifecycle = common::create_key_dir(&path, policy(), clock.clone());
     let next = lifecycle.rotate(None, false).await.unwrap();
     let before = lifecycle.list().await;
     drop(lifecycle);
@@ -641,7 +624,7 @@ async fn every_change_is_persisted_before_it_returns() {
     // The next key was prepared while nothing served it: it was not visible to anyone, so its
     // lead counts from when this process started publishing.
     clock.advance(Duration::from_secs(3600));
-    let lifecycle = open(false);
+    let lifecycle = open();
     assert_eq!(lifecycle.list().await, before);
     let err = lifecycle.promote(false).await.unwrap_err();
     assert!(
@@ -653,7 +636,7 @@ async fn every_change_is_persisted_before_it_returns() {
     let before = lifecycle.list().await;
     drop(lifecycle);
 
-    let lifecycle = open(false);
+    let lifecycle = open();
     assert_eq!(lifecycle.list().await, before);
     assert_eq!(
         lifecycle.keyring().snapshot().signing_key().unwrap().kid(),

@@ -344,27 +344,16 @@ fn offline_import_refuses_bad_input_and_changes_nothing() {
 fn init_with_a_bad_rsa_size_creates_nothing_and_can_be_run_again() {
     let root = tempfile::tempdir().unwrap();
     let store = root.path().join("keys");
-    let store_arg = store.to_str().unwrap();
-    let (status, stderr) = run(signet(&[
-        "keys",
-        "init",
-        "--key-dir",
-        store_arg,
-        "--alg",
-        "RS256",
-        "--rsa-bits",
-        "1000",
-    ]));
+    let init_rs256 = |extra: &[&str]| {
+        let mut args = vec!["keys", "init", "--key-dir", store.to_str().unwrap()];
+        args.extend(["--alg", "RS256"]);
+        args.extend(extra);
+        run(signet(&args))
+    };
+    let (status, stderr) = init_rs256(&["--rsa-bits", "1000"]);
     assert_eq!(status.code(), Some(64), "{status}: {stderr}");
     assert!(stderr.contains("2048, 3072 or 4096"), "{stderr}");
     assert!(!store.exists(), "nothing created");
-    let (status, stderr) = run(signet(&[
-        "keys",
-        "init",
-        "--key-dir",
-        store_arg,
-        "--alg",
-        "RS256",
-    ]));
+    let (status, stderr) = init_rs256(&[]);
     assert!(status.success(), "{status}: {stderr}");
 }

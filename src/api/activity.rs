@@ -72,14 +72,11 @@ impl Activity {
         }
     }
 
-    /// Keeps this executor thread polling its I/O driver instead of sleeping: `yield_now`
-    /// defers the task until the driver has been polled without blocking, so each turn of the
-    /// loop is one non-blocking `epoll_wait`.
+    /// Keeps this executor thread polling its I/O driver instead of sleeping while the window
+    /// lasts.
     async fn spin(self: Arc<Self>) {
         loop {
-            while self.should_spin() {
-                tokio::task::yield_now().await;
-            }
+            crate::busy_poll::poll_io_while(|| self.should_spin()).await;
             self.spinning.store(false, Ordering::Release);
             // A call may have ended between the last check and the store above, found the
             // flag still set and left the spinning to us: look once more.

@@ -667,13 +667,10 @@ impl Tally {
     }
 }
 
-/// Keeps this runtime thread polling its I/O driver instead of sleeping until `end`:
-/// `yield_now` defers the task until the driver has been polled without blocking, so each turn
-/// is one non-blocking `epoll_wait` and an answer is read as soon as it arrives.
+/// Keeps this runtime thread polling its I/O driver instead of sleeping until `end`, so an
+/// answer is read as soon as it arrives.
 async fn spin_until(end: Instant) {
-    while Instant::now() < end {
-        tokio::task::yield_now().await;
-    }
+    crate::busy_poll::poll_io_while(|| Instant::now() < end).await;
 }
 
 async fn show_progress(

@@ -541,6 +541,37 @@ pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
     (status, process.stderr_text())
 }
 
+/// A new key directory at `path` holding one generated ES256 key, as `signet keys init` leaves
+/// it, under `policy` and `clock`.
+pub fn create_key_dir(
+    path: &Path,
+    policy: signet::lifecycle::RotationPolicy,
+    clock: Arc<dyn signet::lifecycle::Clock>,
+) -> signet::lifecycle::KeyLifecycle {
+    signet::lifecycle::KeyLifecycle::create(
+        Arc::new(signet::backend::DirectoryBackend::create(path).unwrap()),
+        Arc::new(signet::lifecycle::FileStateStore::new(path)),
+        policy,
+        clock,
+        signet::lifecycle::InitialKeys::Generate(signet::keys::Algorithm::ES256),
+    )
+    .unwrap()
+}
+
+/// Opens the key directory at `path` as `signet serve --key-dir` does (taking its lock).
+pub fn open_key_dir(
+    path: &Path,
+    policy: signet::lifecycle::RotationPolicy,
+    clock: Arc<dyn signet::lifecycle::Clock>,
+) -> Result<signet::lifecycle::KeyLifecycle, signet::lifecycle::LifecycleError> {
+    signet::lifecycle::KeyLifecycle::open(
+        Arc::new(signet::backend::DirectoryBackend::open(path)?),
+        Arc::new(signet::lifecycle::FileStateStore::new(path)),
+        policy,
+        clock,
+    )
+}
+
 /// A unique Linux abstract socket name (without the `@`).
 pub fn unique_abstract_name() -> String {
     use std::hash::{BuildHasher as _, Hasher as _};
