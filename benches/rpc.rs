@@ -1,4 +1,5 @@
-//! Whole RPCs as kube-apiserver makes them: a tonic client (`signet bench`'s HTTP/2 transport) over a real Unix socket to a signet
+//! Whole RPCs as kube-apiserver makes them: tonic's generated client (over
+//! `signet::loadgen::connect`'s HTTP/2 connection) over a real Unix socket to a signet
 //! server in the same process (each on its own current-thread runtime and thread, the server
 //! with `signet serve`'s default busy-poll window), one call at a time, so each figure is
 //! the concurrency-1 latency of that RPC:

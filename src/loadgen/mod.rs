@@ -6,6 +6,7 @@
 //! implementation alike. It never prints the claims it sends or the signatures it gets back.
 
 mod cpu;
+mod grpc;
 mod report;
 
 use std::fmt;
@@ -21,8 +22,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tonic::codegen::http;
 
-use crate::api::v1::{FetchKeysRequest, MetadataRequest, SignJwtRequest};
-use crate::api::{v1, v1alpha1};
 use crate::cli::parse_duration;
 use crate::config::EXIT_CONFIG;
 use crate::server::SocketAddress;
@@ -315,9 +314,17 @@ impl Progress {
 /// Connects `plan.connections` HTTP/2 connections, runs the warm-up then the measured phase
 /// with `plan.concurrency` tasks, and summarises what happened.
 pub async fn run(plan: &LoadPlan, progress: Progress) -> Result<Report, BenchError> {
-    let mut connections = Vec::with_capacity(plan.connections as usize);
+    let mut clients = Vec::with_capacity(plan.connections as usize);
     for _ in 0..plan.connections {
-        connections.push(connect(&plan.socket).await?);
+        let io = plan
+            .socket
+            .connect()
+            .await
+            .map_err(|err| connect_failed(&plan.socket, &err))?;
+        let send = grpc::handshake(io)
+            .await
+            .map_err(|err| connect_failed(&plan.socket, &err))?;
+        clients.push(grpc::Client::new(send, plan.api, &plan.claims));
     }
 
     let counters = Arc::new(Counters::default());
@@ -326,16 +333,13 @@ pub async fn run(plan: &LoadPlan, progress: Progress) -> Result<Report, BenchErr
         measure_from: started + plan.warmup,
         end: started + plan.warmup + plan.duration,
     };
-    let claims: Arc<str> = plan.claims.as_str().into();
     let mut tasks = Vec::with_capacity(plan.concurrency as usize);
     for task in 0..plan.concurrency {
-        let connection = connections[task as usize % connections.len()].clone();
-        let client = Client::new(plan.api, connection);
+        let client = clients[task as usize % clients.len()].clone();
         let job = Job {
             rpc: plan.rpc,
             // Stagger the mix so that tasks do not all call FetchKeys at the same moment.
             first_call: u64::from(task) * 37,
-            claims: claims.clone(),
             timing,
             counters: counters.clone(),
         };
@@ -384,23 +388,28 @@ pub async fn run(plan: &LoadPlan, progress: Progress) -> Result<Report, BenchErr
     Ok(Report::new(plan, measured, &tally, cpu))
 }
 
-/// One HTTP/2 connection, as kube-apiserver opens it: plaintext, prior knowledge, authority
-/// `localhost`, over the Unix socket.
-///
-/// The generated client drives hyper's HTTP/2 connection directly rather than through tonic's
-/// `Channel`, whose request buffer adds a task hop (and CPU the signer under test would
-/// otherwise have) to every call; like grpc-go, each call is handed straight to the task that
-/// owns the connection.
-pub async fn connect(socket: &SocketAddress) -> Result<Connection, BenchError> {
-    let failed = |err: &dyn std::error::Error| BenchError::Connect {
+fn connect_failed(socket: &SocketAddress, err: &dyn std::error::Error) -> BenchError {
+    BenchError::Connect {
         socket: socket.to_string(),
         reason: crate::server::error_chain(err),
-    };
-    let io = socket.connect().await.map_err(|err| failed(&err))?;
+    }
+}
+
+/// One HTTP/2 connection for tonic's generated clients (the criterion `rpc` benchmark), as
+/// kube-apiserver opens it: plaintext, prior knowledge, authority `localhost`, over the Unix
+/// socket. `signet bench` itself calls through [`grpc::Client`], which costs less per call.
+///
+/// The generated client drives hyper's HTTP/2 connection directly rather than through tonic's
+/// `Channel`, whose request buffer adds a task hop to every call.
+pub async fn connect(socket: &SocketAddress) -> Result<Connection, BenchError> {
+    let io = socket
+        .connect()
+        .await
+        .map_err(|err| connect_failed(socket, &err))?;
     let (send, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .handshake(TokioIo::new(io))
         .await
-        .map_err(|err| failed(&err))?;
+        .map_err(|err| connect_failed(socket, &err))?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {
             eprintln!(
@@ -448,27 +457,13 @@ impl tower::Service<http::Request<tonic::body::Body>> for Connection {
     }
 }
 
-/// The generated client of the chosen API package.
-enum Client {
-    V1(v1::external_jwt_signer_client::ExternalJwtSignerClient<Connection>),
-    V1alpha1(v1alpha1::external_jwt_signer_client::ExternalJwtSignerClient<Connection>),
-}
-
-impl fmt::Debug for Client {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Client::V1(_) => "Client::V1",
-            Client::V1alpha1(_) => "Client::V1alpha1",
-        })
-    }
-}
-
 /// How one call ended, for the tally.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum CallError {
     /// The server answered with this gRPC status.
     Status(tonic::Code, String),
-    /// The server answered OK with a response kube-apiserver would reject.
+    /// The server answered with something kube-apiserver would reject: not gRPC, no status,
+    /// a malformed or empty message.
     InvalidResponse(&'static str),
 }
 
@@ -494,65 +489,6 @@ impl From<tonic::Status> for CallError {
     }
 }
 
-/// Both clients have the same methods over the same types; one body each.
-macro_rules! call_rpc {
-    ($client:expr, $rpc:expr, $claims:expr) => {
-        match $rpc {
-            Rpc::Sign => {
-                let response = $client
-                    .sign(SignJwtRequest {
-                        claims: $claims.to_owned(),
-                    })
-                    .await?
-                    .into_inner();
-                if response.header.is_empty() || response.signature.is_empty() {
-                    return Err(CallError::InvalidResponse(
-                        "Sign returned an empty header or signature",
-                    ));
-                }
-                Ok(())
-            }
-            Rpc::FetchKeys => {
-                let response = $client.fetch_keys(FetchKeysRequest {}).await?.into_inner();
-                if response.keys.is_empty() {
-                    return Err(CallError::InvalidResponse("FetchKeys returned no keys"));
-                }
-                Ok(())
-            }
-            Rpc::Metadata => {
-                $client.metadata(MetadataRequest {}).await?;
-                Ok(())
-            }
-        }
-    };
-}
-
-impl Client {
-    fn new(api: ApiVersion, connection: Connection) -> Self {
-        // kube-apiserver dials with authority "localhost".
-        let origin = http::Uri::from_static("http://localhost");
-        match api {
-            ApiVersion::V1 => Client::V1(
-                v1::external_jwt_signer_client::ExternalJwtSignerClient::with_origin(
-                    connection, origin,
-                ),
-            ),
-            ApiVersion::V1alpha1 => Client::V1alpha1(
-                v1alpha1::external_jwt_signer_client::ExternalJwtSignerClient::with_origin(
-                    connection, origin,
-                ),
-            ),
-        }
-    }
-
-    async fn call(&mut self, rpc: Rpc, claims: &str) -> Result<(), CallError> {
-        match self {
-            Client::V1(client) => call_rpc!(client, rpc, claims),
-            Client::V1alpha1(client) => call_rpc!(client, rpc, claims),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Timing {
     /// Calls that start before this are warm-up and not reported.
@@ -573,13 +509,12 @@ struct Counters {
 struct Job {
     rpc: RpcChoice,
     first_call: u64,
-    claims: Arc<str>,
     timing: Timing,
     counters: Arc<Counters>,
 }
 
 impl Job {
-    async fn run(self, mut client: Client) -> Tally {
+    async fn run(self, mut client: grpc::Client) -> Tally {
         let mut tally = Tally::new();
         let mut n = self.first_call;
         loop {
@@ -589,7 +524,7 @@ impl Job {
             }
             let rpc = self.rpc.pick(n);
             n += 1;
-            let outcome = client.call(rpc, &self.claims).await;
+            let outcome = client.call(rpc).await;
             let finished = Instant::now();
             self.counters.calls.fetch_add(1, Ordering::Relaxed);
             if outcome.is_err() {
