@@ -4,9 +4,10 @@
 //! Why not tonic's generated client: the load tool shares the cores with the signer it
 //! measures, and at concurrency 1 its own work sits on the latency it reports. tonic's client
 //! (an encoding body stream, a boxed future per call, hyper's dispatch task, a decoding stream)
-//! cost 19-23 µs of CPU per call; these prepared requests cost 12-15 µs (BENCHMARKS.md, "The
-//! load tool's client"). Each call leaves as grpc-go (kube-apiserver) sends it: HEADERS, then
-//! one DATA frame that carries the whole message and ends the stream.
+//! cost a mean 21.4 µs of CPU per ES256 Sign at concurrency 16; these prepared requests cost
+//! 16.5 µs, and a call at concurrency 1 is 15-17 µs shorter (BENCHMARKS.md, "Its own gRPC
+//! client on `h2`"). Each call leaves as grpc-go (kube-apiserver) sends it: HEADERS, then one
+//! DATA frame that carries the whole message and ends the stream.
 //!
 //! It checks each answer as kube-apiserver would: HTTP 200, a gRPC content type, one
 //! uncompressed message that decodes, and `grpc-status` 0 in the trailers. Anything else is
@@ -36,14 +37,7 @@ where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (send, connection) = h2::client::handshake(io).await?;
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            eprintln!(
-                "signet bench: connection closed: {}",
-                crate::server::error_chain(&err)
-            );
-        }
-    });
+    super::drive_connection(connection);
     Ok(send)
 }
 

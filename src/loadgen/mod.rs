@@ -397,7 +397,8 @@ fn connect_failed(socket: &SocketAddress, err: &dyn std::error::Error) -> BenchE
 
 /// One HTTP/2 connection for tonic's generated clients (the criterion `rpc` benchmark), as
 /// kube-apiserver opens it: plaintext, prior knowledge, authority `localhost`, over the Unix
-/// socket. `signet bench` itself calls through [`grpc::Client`], which costs less per call.
+/// socket. `signet bench` itself calls through its own client (`grpc.rs`), which costs less
+/// per call.
 ///
 /// The generated client drives hyper's HTTP/2 connection directly rather than through tonic's
 /// `Channel`, whose request buffer adds a task hop to every call.
@@ -410,6 +411,17 @@ pub async fn connect(socket: &SocketAddress) -> Result<Connection, BenchError> {
         .handshake(TokioIo::new(io))
         .await
         .map_err(|err| connect_failed(socket, &err))?;
+    drive_connection(connection);
+    Ok(Connection { send })
+}
+
+/// Drives an HTTP/2 connection on a task of its own until it closes, and says why if it
+/// failed (calls in flight on it then fail and are counted).
+fn drive_connection<E>(
+    connection: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+) where
+    E: std::error::Error + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(err) = connection.await {
             eprintln!(
@@ -418,7 +430,6 @@ pub async fn connect(socket: &SocketAddress) -> Result<Connection, BenchError> {
             );
         }
     });
-    Ok(Connection { send })
 }
 
 /// An HTTP/2 connection to the signer, usable as the transport of the generated clients.
