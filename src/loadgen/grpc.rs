@@ -238,6 +238,8 @@ mod tests {
     use super::*;
     use prost::Message as _;
 
+    const DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
     /// What the test server answers to one call.
     #[derive(Clone, Default)]
     struct Answer {
@@ -332,8 +334,15 @@ mod tests {
         });
         let send = handshake(client_io).await.unwrap();
         let mut client = Client::new(send, api, "Y2xhaW1z");
-        let outcome = client.call(rpc).await;
-        let (seen, driver) = server.await.unwrap();
+        // A client that never sends a whole call, or never sees the answer, fails the test
+        // instead of hanging it.
+        let outcome = tokio::time::timeout(DEADLINE, client.call(rpc))
+            .await
+            .expect("the call ended");
+        let (seen, driver) = tokio::time::timeout(DEADLINE, server)
+            .await
+            .unwrap_or_else(|_| panic!("the server saw no whole call; the client got {outcome:?}"))
+            .unwrap();
         driver.abort();
         (outcome, seen)
     }
