@@ -207,3 +207,31 @@ fn bench_reports_an_unreachable_socket_without_panicking() {
     let output = bench(&["--socket", "relative.sock"]);
     assert_eq!(output.status.code(), Some(64));
 }
+
+#[test]
+fn bench_refuses_a_claims_file_no_grpc_server_would_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("never-dialled.sock");
+    let claims = dir.path().join("claims.txt");
+    let cases: [(Vec<u8>, &str); 2] = [
+        // One byte over the 4 MiB a gRPC server takes by default.
+        (vec![b'x'; 4 * 1024 * 1024 + 1], "is over 4 MiB"),
+        (b"\xff\xfe xxxx".to_vec(), "not UTF-8 text"),
+    ];
+    for (contents, refusal) in cases {
+        std::fs::write(&claims, contents).unwrap();
+        let output = bench(&[
+            "--socket",
+            socket.to_str().unwrap(),
+            "--claims-file",
+            claims.to_str().unwrap(),
+        ]);
+        assert_eq!(output.status.code(), Some(64), "a flag mistake");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains(refusal), "{stderr}");
+        assert!(
+            !stderr.contains("xxxx"),
+            "the claims never reach the message"
+        );
+    }
+}

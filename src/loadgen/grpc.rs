@@ -43,10 +43,20 @@ where
 
 /// A request prepared once per run: its head (path, authority, gRPC headers) and its framed
 /// message. A call clones both; the message's bytes are shared, not copied.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Prepared {
     head: http::Request<()>,
     message: Bytes,
+}
+
+/// The message is left out: a Sign request carries the claims, which may be a real token's.
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("path", &self.head.uri().path())
+            .field("message_bytes", &self.message.len())
+            .finish()
+    }
 }
 
 impl Prepared {
@@ -77,6 +87,8 @@ impl Prepared {
 
 /// A gRPC length-prefixed message: no compression, a 4-byte big-endian length, the bytes.
 fn frame(message: &[u8]) -> Bytes {
+    // The largest message is a Sign request, and its claims are capped at 4 MiB
+    // (`MAX_CLAIMS_FILE`), far under the 4 GiB a gRPC length prefix can say.
     let length = u32::try_from(message.len()).expect("a request message under 4 GiB");
     let mut framed = BytesMut::with_capacity(5 + message.len());
     framed.extend_from_slice(&[0]);
@@ -264,6 +276,22 @@ mod tests {
 
     fn framed(message: &impl prost::Message) -> Bytes {
         frame(&message.encode_to_vec())
+    }
+
+    #[test]
+    fn a_prepared_sign_request_never_shows_its_claims() {
+        let claims = "eyJzZWNyZXQiOiJ0b2tlbiJ9";
+        let sign = Prepared::new(
+            ApiVersion::V1,
+            "Sign",
+            &SignJwtRequest {
+                claims: claims.to_owned(),
+            },
+        );
+        let shown = format!("{sign:?}");
+        assert!(!shown.contains(claims), "{shown}");
+        assert!(shown.contains("/v1.ExternalJWTSigner/Sign"), "{shown}");
+        assert!(shown.contains(&sign.message.len().to_string()), "{shown}");
     }
 
     fn signed() -> Bytes {

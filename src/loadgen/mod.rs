@@ -10,7 +10,7 @@ mod grpc;
 mod report;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -167,6 +167,8 @@ pub enum BenchError {
     },
     #[error("--claims-file {0} is empty")]
     EmptyClaims(PathBuf),
+    #[error("--claims-file {0} is over 4 MiB, the largest message a gRPC server takes by default")]
+    ClaimsTooLarge(PathBuf),
     #[error("cannot connect to {socket}: {reason}")]
     Connect { socket: String, reason: String },
     #[error("cannot start the async runtime: {0}")]
@@ -179,7 +181,8 @@ impl BenchError {
             BenchError::Socket(_)
             | BenchError::ZeroDuration
             | BenchError::ClaimsFile { .. }
-            | BenchError::EmptyClaims(_) => ExitCode::from(EXIT_CONFIG),
+            | BenchError::EmptyClaims(_)
+            | BenchError::ClaimsTooLarge(_) => ExitCode::from(EXIT_CONFIG),
             BenchError::Connect { .. } | BenchError::Runtime(_) => ExitCode::FAILURE,
         }
     }
@@ -229,11 +232,7 @@ impl LoadPlan {
         let claims = match &args.claims_file {
             None => DEFAULT_CLAIMS.to_owned(),
             Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| BenchError::ClaimsFile {
-                        path: path.clone(),
-                        source,
-                    })?;
+                let text = read_claims_file(path)?;
                 let claims = text.trim().to_owned();
                 if claims.is_empty() {
                     return Err(BenchError::EmptyClaims(path.clone()));
@@ -253,6 +252,32 @@ impl LoadPlan {
             spin: args.spin,
         })
     }
+}
+
+/// The largest `--claims-file` taken: gRPC servers refuse a larger message by default
+/// (4 MiB), so every call would measure only the refusal. Reading stops past it, so a huge
+/// file (or a device) is never held in memory.
+const MAX_CLAIMS_FILE: u64 = 4 * 1024 * 1024;
+
+fn read_claims_file(path: &Path) -> Result<String, BenchError> {
+    use std::io::Read as _;
+    let read_error = |source| BenchError::ClaimsFile {
+        path: path.to_owned(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_CLAIMS_FILE + 1).read_to_end(&mut bytes))
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_CLAIMS_FILE {
+        return Err(BenchError::ClaimsTooLarge(path.to_owned()));
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        read_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not UTF-8 text",
+        ))
+    })
 }
 
 /// Runs `signet bench`: prints the report on stdout; exits non-zero when the run could not
