@@ -19,7 +19,7 @@ compile_error!(
     "signet needs a crypto provider: enable the `aws-lc-rs` (default) or `ring` feature"
 );
 
-use provider::rand::SystemRandom;
+use provider::rand::{SecureRandom as _, SystemRandom};
 use provider::signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair};
 
 /// The name of the provider this build signs with, for logs and `--version`.
@@ -27,6 +27,26 @@ use provider::signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair};
 pub const PROVIDER: &str = "aws-lc-rs";
 #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
 pub const PROVIDER: &str = "ring";
+
+/// Seeds the provider's random generator on a thread of its own, and returns at once.
+///
+/// aws-lc seeds from two independent sources, the OS and CPU Jitter entropy, and sets the
+/// jitter source up at a process's first random number: about 90 ms of CPU on the 2-vCPU VM
+/// of BENCHMARKS.md ("Startup: aws-lc's entropy setup"). ECDSA draws a nonce per signature, so
+/// with loaded keys (`--key-file`, `--key-dir`) the first Sign after a start carried that
+/// setup. `serve` calls this once the keys are loaded, so the setup runs beside opening the
+/// sockets; where a key was generated at start the setup is done and this costs a thread
+/// spawn. ring reads `getrandom` directly and has nothing to set up.
+pub fn warm_up_rng() {
+    let spawned = std::thread::Builder::new()
+        .name("rng-warm-up".into())
+        .spawn(|| {
+            // Discarded: only the generator's setup matters here.
+            let _ = SystemRandom::new().fill(&mut [0_u8; 1]);
+        });
+    // Without the thread the first random number pays the setup instead, as it did before.
+    drop(spawned);
+}
 
 pub(crate) fn sha256(data: &[u8]) -> impl AsRef<[u8]> {
     provider::digest::digest(&provider::digest::SHA256, data)
