@@ -8,12 +8,19 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 use crate::keys::{Algorithm, KeyError, SigningKey};
 
 /// The largest `claims` string accepted (base64url characters). Real service-account claims are
 /// under 1 KiB; the limit only bounds the work a single request can ask for.
 pub const MAX_CLAIMS_LEN: usize = 64 * 1024;
+
+/// Bytes the Sign path keeps on the stack for the decoded claims and for the signing input:
+/// 2.7 times the largest real claims (`../shared/testdata/apiserver-claims.txt`, 744
+/// characters), so a Sign allocates nothing of its own but the two strings of its response.
+/// Longer claims, up to [`MAX_CLAIMS_LEN`], spill to the heap.
+const INLINE_BYTES: usize = 2048;
 
 /// Why a `claims` string was refused. Each message tells the caller what is wrong without
 /// repeating any of the input.
@@ -56,13 +63,21 @@ pub fn check_claims(claims: &str, max_lifetime_secs: i64) -> Result<(), ClaimsEr
     if claims.ends_with('=') {
         return Err(ClaimsError::Padded);
     }
-    let json = URL_SAFE_NO_PAD.decode(claims).map_err(|err| match err {
-        base64::DecodeError::InvalidByte(offset, _) => ClaimsError::NotBase64Url { offset },
-        base64::DecodeError::InvalidLastSymbol(offset, _) => ClaimsError::NotBase64Url { offset },
-        _ => ClaimsError::NotBase64Url {
-            offset: claims.len(),
-        },
-    })?;
+    let mut json =
+        SmallVec::<[u8; INLINE_BYTES]>::from_elem(0, base64::decoded_len_estimate(claims.len()));
+    let decoded = URL_SAFE_NO_PAD
+        .decode_slice(claims, &mut json)
+        .map_err(|err| match err {
+            base64::DecodeSliceError::DecodeError(base64::DecodeError::InvalidByte(offset, _))
+            | base64::DecodeSliceError::DecodeError(base64::DecodeError::InvalidLastSymbol(
+                offset,
+                _,
+            )) => ClaimsError::NotBase64Url { offset },
+            _ => ClaimsError::NotBase64Url {
+                offset: claims.len(),
+            },
+        })?;
+    json.truncate(decoded);
     let first = json.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         // Valid JSON of another kind (array, string, number) or not JSON at all.
@@ -148,7 +163,8 @@ pub struct SignedJws {
 /// byte as the apiserver will assemble the token.
 pub fn sign(key: &SigningKey, claims: &str) -> Result<SignedJws, KeyError> {
     let header = key.encoded_header();
-    let mut signing_input = Vec::with_capacity(header.len() + 1 + claims.len());
+    let mut signing_input = SmallVec::<[u8; INLINE_BYTES]>::new();
+    signing_input.reserve_exact(header.len() + 1 + claims.len());
     signing_input.extend_from_slice(header.as_bytes());
     signing_input.push(b'.');
     signing_input.extend_from_slice(claims.as_bytes());

@@ -421,6 +421,56 @@ async fn check_generated(flags: &[&str], alg: &str) {
     }
 }
 
+/// Claims longer than a real token's, around the sizes where the Sign path's stack buffers
+/// (2 KiB for the decoded claims and for the signing input) give way to the heap, and near the
+/// 64 KiB limit: every one signs, and the token verifies independently, on every algorithm.
+#[tokio::test]
+async fn claims_past_the_sign_paths_stack_buffers_sign_and_verify() {
+    let recorded = &common::recorded_claims()[0];
+    let mut json = decode_json(&recorded.claims);
+    let base_len = serde_json::to_vec(&json).unwrap().len();
+    let audiences = recorded_audiences();
+    let audiences: Vec<&str> = audiences.iter().map(String::as_str).collect();
+    let mut algs = vec![
+        ("ES256", "test-ec256-pkcs8.pem"),
+        ("RS256", "test-rsa2048-pkcs1.pem"),
+    ];
+    if cfg!(feature = "aws-lc-rs") {
+        algs.push(("ES512", "test-ec521-pkcs8.pem"));
+    }
+    for (alg, key_file) in algs {
+        let path = common::key_path(key_file);
+        let signer = InProcessSigner::start(&["--key-file", path.to_str().unwrap()]).await;
+        let mut clients = signer.clients().await;
+        let keys = clients.fetch_keys(Api::V1).await.expect("FetchKeys");
+        let verifier =
+            IndependentVerifier::from_fetch_keys(&keys, RECORDED_ISSUER, &audiences).unwrap();
+        // JSON bytes: a signing input (header, '.', base64 claims) just under and over 2048
+        // bytes (1,400 and 1,500), base64 claims of exactly 2048 characters (1,536), decoded
+        // claims just under and over 2048 bytes (2,040 and 2,056), and claims of exactly the
+        // 64 KiB limit (48 KiB of JSON).
+        for json_len in [1400, 1500, 1536, 2040, 2056, 48 * 1024] {
+            let pad = json_len - base_len - r#","pad":"""#.len();
+            json["pad"] = Value::String("p".repeat(pad));
+            let claims = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&json).unwrap());
+            assert_eq!(URL_SAFE_NO_PAD.decode(&claims).unwrap().len(), json_len);
+            let signed = clients
+                .sign(Api::V1, &claims)
+                .await
+                .unwrap_or_else(|status| panic!("{alg}, {json_len} bytes: {status:?}"));
+            check_signed_token(
+                &signed.header,
+                &signed.signature,
+                &claims,
+                &keys,
+                alg,
+                &verifier,
+            );
+        }
+        signer.stop().await.expect("clean stop");
+    }
+}
+
 /// Metadata and FetchKeys report exactly what the flags say; 600 s is the smallest maximum.
 #[tokio::test]
 async fn metadata_and_refresh_hint_follow_the_flags() {

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use signet::backend::{conformance, DirectoryBackend, KeyBackend, MemoryBackend, StoreError};
-use signet::keys::{pkcs8_from_pem, Algorithm, JwsSigner, KeyError, LocalKey, SigningKey};
+use signet::keys::{
+    pkcs8_from_pem, Algorithm, JwsSignature, JwsSigner, KeyError, LocalKey, SigningKey,
+};
 use signet::lifecycle::{KeyLifecycle, LifecycleError, ManualClock, RotationPolicy, STATE_FILE};
 
 const RSA_PKCS8_PEM: &[u8] = include_bytes!("fixtures/lifecycle-rsa2048.pem");
@@ -56,7 +58,7 @@ impl JwsSigner for CrossedSigner {
         self.published.public_key_der()
     }
 
-    fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, KeyError> {
+    fn sign(&self, signing_input: &[u8]) -> Result<JwsSignature, KeyError> {
         self.handle.sign(signing_input)
     }
 }

@@ -7,7 +7,7 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 use super::spki::{algorithm_of_pkcs8, spki_der};
-use super::{Algorithm, JwsSigner, KeyError, SignatureCost};
+use super::{Algorithm, JwsSignature, JwsSigner, KeyError, SignatureCost};
 
 #[cfg(feature = "aws-lc-rs")]
 use aws_lc_rs as provider;
@@ -144,7 +144,7 @@ impl JwsSigner for LocalKey {
         }
     }
 
-    fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, KeyError> {
+    fn sign(&self, signing_input: &[u8]) -> Result<JwsSignature, KeyError> {
         let failed = || KeyError::Signing {
             kid: super::kid_for_public_key(&self.public_key_der),
         };
@@ -152,10 +152,10 @@ impl JwsSigner for LocalKey {
             // The *_FIXED_SIGNING algorithms produce JWS-form R‖S directly.
             KeyPair::Ecdsa(kp) => kp
                 .sign(&self.rng, signing_input)
-                .map(|sig| sig.as_ref().to_vec())
+                .map(|sig| JwsSignature::from_slice(sig.as_ref()))
                 .map_err(|_| failed()),
             KeyPair::Rsa(kp) => {
-                let mut sig = vec![0; rsa_modulus_len(kp)];
+                let mut sig = JwsSignature::zeroed(rsa_modulus_len(kp));
                 kp.sign(
                     &signature::RSA_PKCS1_SHA256,
                     &self.rng,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 pub use algorithm::{Algorithm, ParseAlgorithmError};
 pub(crate) use local::verify_signature;
@@ -65,12 +66,58 @@ pub trait JwsSigner: Send + Sync + fmt::Debug {
     /// The public key as PKIX DER (SubjectPublicKeyInfo).
     fn public_key_der(&self) -> &[u8];
     /// Signs `signing_input` (`header "." claims`), returning the JWS signature bytes.
-    fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, KeyError>;
+    fn sign(&self, signing_input: &[u8]) -> Result<JwsSignature, KeyError>;
     /// How long one signature takes, which decides where the server computes it. The
     /// default, [`SignatureCost::Long`], suits keys that compute for milliseconds or wait on a
     /// device or a network.
     fn signature_cost(&self) -> SignatureCost {
         SignatureCost::Long
+    }
+}
+
+/// A JWS signature's bytes, as [`JwsSigner::sign`] returns them.
+///
+/// Held inline up to 512 bytes, which covers every EC curve and RSA up to 4096 bits, so a
+/// signature costs the Sign path no heap allocation (the hot-path rule); an RSA-8192
+/// signature spills to the heap.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JwsSignature(SmallVec<[u8; 512]>);
+
+impl JwsSignature {
+    /// A copy of `bytes`.
+    pub fn from_slice(bytes: &[u8]) -> Self {
+        Self(SmallVec::from_slice(bytes))
+    }
+
+    /// `len` zero bytes, for a provider that writes the signature into a buffer it is given.
+    pub fn zeroed(len: usize) -> Self {
+        Self(SmallVec::from_elem(0, len))
+    }
+}
+
+impl std::ops::Deref for JwsSignature {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for JwsSignature {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
+
+impl AsRef<[u8]> for JwsSignature {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for JwsSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JwsSignature({} bytes)", self.0.len())
     }
 }
 
@@ -151,7 +198,7 @@ impl SigningKey {
     }
 
     /// Signs a complete JWS signing input.
-    pub fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, KeyError> {
+    pub fn sign(&self, signing_input: &[u8]) -> Result<JwsSignature, KeyError> {
         self.signer.sign(signing_input)
     }
 }
