@@ -14,8 +14,9 @@
 //! - [`verify`]: `signet verify`, an operator's token check against a running signer;
 //! - [`lifecycle`]: next → active → retired → removed, rotation policy and clock;
 //! - [`backend`]: where keys are stored and signed (memory, directory), behind one trait;
-//! - [`admin`]: the admin socket's `KeyAdmin` service and the `signet keys` client.
-//! - [`loadgen`]: `signet bench`, a load generator for any ExternalJWTSigner.
+//! - [`admin`]: the admin socket's `KeyAdmin` service and the `signet keys` client;
+//! - [`loadgen`]: `signet bench`, a load generator for any ExternalJWTSigner;
+//! - [`timestamp`]: times shown to operators, in RFC 3339, written even when out of range.
 
 pub mod admin;
 pub mod api;
@@ -32,4 +33,5 @@ pub mod loadgen;
 pub mod logging;
 pub mod server;
 pub mod signer;
+pub mod timestamp;
 pub mod verify;

@@ -337,6 +337,29 @@ fn an_unknown_state_is_refused() {
 }
 
 #[test]
+fn durations_no_server_writes_are_refused_before_they_reach_a_clock() {
+    // Added to a time, either would overflow it: the store must refuse them, not panic.
+    let dir = private_tempdir();
+    let (path, _) = new_store(dir.path());
+    edit_state(&path, |state| {
+        state["keys"][0]["longest_token_lifetime_secs"] = u64::MAX.into();
+    });
+    let err = open_err(&path);
+    assert!(err.contains("longest_token_lifetime_secs"), "{err}");
+    assert!(err.contains("state.json is not valid"), "{err}");
+    edit_state(&path, |state| {
+        state["keys"][0]["longest_token_lifetime_secs"] = 3600.into();
+        state["served_publish_lead_secs"] = u64::MAX.into();
+    });
+    let err = open_err(&path);
+    assert!(err.contains("served_publish_lead_secs"), "{err}");
+    edit_state(&path, |state| {
+        state["served_publish_lead_secs"] = 120.into();
+    });
+    open(&path).unwrap();
+}
+
+#[test]
 fn unparsable_state_is_refused() {
     let dir = private_tempdir();
     let (path, _) = new_store(dir.path());

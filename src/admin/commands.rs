@@ -95,7 +95,7 @@ pub async fn run(command: &KeysCommand) -> Result<(), CommandError> {
             let due = key
                 .removal_due
                 .and_then(|ts| std::time::SystemTime::try_from(ts).ok())
-                .map(|at| humantime::format_rfc3339_seconds(at).to_string());
+                .map(|at| crate::timestamp::rfc3339(at).to_string());
             match due {
                 Some(due) => print(&format!(
                     "key {} retired: still published until its removal is due at {due}\n",

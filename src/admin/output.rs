@@ -40,7 +40,7 @@ struct StatusView<'a> {
 
 fn time(ts: Option<&prost_types::Timestamp>) -> Option<String> {
     let at = SystemTime::try_from(*ts?).ok()?;
-    Some(humantime::format_rfc3339_seconds(at).to_string())
+    Some(crate::timestamp::rfc3339(at).to_string())
 }
 
 fn state_name(key: &v1::Key) -> &'static str {

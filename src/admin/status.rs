@@ -3,6 +3,7 @@
 
 use tonic::{Code, Status};
 
+use crate::keys::KeyError;
 use crate::lifecycle::{LifecycleError, StoreError};
 
 /// The gRPC status for a refused or failed admin call.
@@ -27,8 +28,7 @@ fn code_for(err: &LifecycleError) -> Code {
         LifecycleError::AlreadyPresent(_) | LifecycleError::AlreadyInitialized(_) => {
             Code::AlreadyExists
         }
-        // Malformed, unsupported or weak key material supplied by the caller.
-        LifecycleError::Key(_) => Code::InvalidArgument,
+        LifecycleError::Key(err) => code_for_key_error(err),
         LifecycleError::Store(err) => code_for_store_error(err),
         // A set that breaks the key ring's invariants, or a bug: nothing the caller can fix.
         LifecycleError::KeySet(_) | LifecycleError::Internal(_) => Code::Internal,
@@ -40,7 +40,7 @@ fn code_for_store_error(err: &StoreError) -> Code {
         // A key the state names has vanished from the backend.
         StoreError::KeyNotFound(_) => Code::NotFound,
         StoreError::InvalidKid(_) => Code::InvalidArgument,
-        StoreError::Key(_) => Code::InvalidArgument,
+        StoreError::Key(err) => code_for_key_error(err),
         // The backend (e.g. an HSM) cannot do this at all.
         StoreError::Unsupported { .. } => Code::FailedPrecondition,
         // The store is held by someone else, or an I/O error that may pass: try again.
@@ -48,6 +48,22 @@ fn code_for_store_error(err: &StoreError) -> Code {
         StoreError::Io { source, .. } if is_transient(source) => Code::Unavailable,
         // Files an operator must repair: permissions, corrupt or missing state, I/O.
         _ => Code::Internal,
+    }
+}
+
+fn code_for_key_error(err: &KeyError) -> Code {
+    match err {
+        // The provider failed to make or use a key of ours: the request was fine.
+        KeyError::Generation | KeyError::Signing { .. } => Code::Internal,
+        // Malformed, unsupported or weak key material (or algorithm) supplied by the caller.
+        KeyError::NoPrivateKey
+        | KeyError::SeveralPrivateKeys
+        | KeyError::Malformed(_)
+        | KeyError::UnsupportedKeyType(_)
+        | KeyError::RsaTooSmall { .. }
+        | KeyError::RsaTooLarge { .. }
+        | KeyError::UnsupportedByProvider(_)
+        | KeyError::Rejected(_) => Code::InvalidArgument,
     }
 }
 
@@ -68,7 +84,6 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::keys::KeyError;
 
     #[test]
     fn each_error_has_a_precise_code() {
@@ -101,6 +116,28 @@ mod tests {
             (
                 LifecycleError::Key(KeyError::NoPrivateKey),
                 Code::InvalidArgument,
+            ),
+            // A rotation whose key generation failed: the server's fault, not the request's.
+            (LifecycleError::Key(KeyError::Generation), Code::Internal),
+            (
+                LifecycleError::Store(StoreError::Key(KeyError::Signing { kid: "k".into() })),
+                Code::Internal,
+            ),
+            (
+                LifecycleError::Store(StoreError::TooLarge {
+                    path: "big".into(),
+                    limit: 1,
+                }),
+                Code::Internal,
+            ),
+            // An out-of-range time (from a damaged state file) still makes a message.
+            (
+                LifecycleError::StillVerifiesLiveTokens {
+                    kid: "k".into(),
+                    removal_due: SystemTime::UNIX_EPOCH
+                        + std::time::Duration::from_secs(300_000_000_000),
+                },
+                Code::FailedPrecondition,
             ),
         ];
         for (err, code) in cases {

@@ -111,14 +111,7 @@ impl DirectoryBackend {
                     .map_err(io_error("chmod 0700", &dir))?;
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&dir)
-                    .map_err(io_error("create directory", &dir))?;
-                if let Some(parent) = dir.parent() {
-                    let _ = super::fs::sync_dir(parent);
-                }
+                super::fs::create_dir_durably(&dir, 0o700)?;
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotADirectory => {
                 return Err(StoreError::NotADirectory { path: dir })

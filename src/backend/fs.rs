@@ -5,7 +5,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Write as _};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -80,6 +80,29 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     fsync_dir(dir).map_err(io_error("fsync directory", dir))
 }
 
+/// Creates `dir` and any missing parents with `mode`, then fsyncs the parent of each
+/// directory it created, so that the new path, not only its last entry, survives a power loss.
+pub(crate) fn create_dir_durably(dir: &Path, mode: u32) -> Result<(), StoreError> {
+    // The parents `create` makes: every ancestor up to the first that exists.
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|ancestor| !ancestor.as_os_str().is_empty() && !ancestor.exists())
+        .collect();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(io_error("create directory", dir))?;
+    for created in missing {
+        let parent = match created.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir).and_then(|d| d.sync_all())
 }
@@ -125,12 +148,82 @@ pub(crate) fn read_private(
         // `O_NOFOLLOW` is a small positive flag: the cast to the C `int` cannot truncate.
         options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
     }
-    let mut file = options.open(path).map_err(io_error("open", path))?;
+    let file = options.open(path).map_err(io_error("open", path))?;
     let meta = file.metadata().map_err(io_error("inspect", path))?;
     ensure_private(path, &meta, 0o600)?;
+    if meta.len() > PRIVATE_FILE_LIMIT {
+        return Err(too_large(path));
+    }
     let mut bytes =
         zeroize::Zeroizing::new(Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0)));
-    file.read_to_end(&mut bytes)
+    // Bounded again while reading: a file that grew since `metadata` is refused as well.
+    file.take(PRIVATE_FILE_LIMIT + 1)
+        .read_to_end(&mut bytes)
         .map_err(io_error("read", path))?;
+    if bytes.len() as u64 > PRIVATE_FILE_LIMIT {
+        return Err(too_large(path));
+    }
     Ok(bytes)
+}
+
+/// The largest private file [`read_private`] reads: 1 MiB. An RSA-8192 key in PEM is under
+/// 7 KiB and a state file some hundred bytes per key, so a larger file is not signet's; the
+/// bound keeps a wrong `--file` (a disk image, a device) from exhausting memory.
+pub(crate) const PRIVATE_FILE_LIMIT: u64 = 1 << 20;
+
+fn too_large(path: &Path) -> StoreError {
+    StoreError::TooLarge {
+        path: path.to_owned(),
+        limit: PRIVATE_FILE_LIMIT,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn private_file(dir: &Path, name: &str, len: u64) -> std::path::PathBuf {
+        let path = dir.join(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
+        // Sparse: the test writes no megabyte.
+        file.set_len(len).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_private_file_past_the_limit_is_refused_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let at_limit = private_file(dir.path(), "at-limit", PRIVATE_FILE_LIMIT);
+        assert_eq!(
+            read_private(&at_limit, Symlinks::Refuse).unwrap().len() as u64,
+            PRIVATE_FILE_LIMIT
+        );
+        // A terabyte: reading it, or reserving room for it, would abort the process.
+        let huge = private_file(dir.path(), "huge", 1 << 40);
+        match read_private(&huge, Symlinks::Follow) {
+            Err(err @ StoreError::TooLarge { .. }) => {
+                assert!(
+                    err.to_string().contains("larger than 1048576 bytes"),
+                    "{err}"
+                );
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_new_directory_and_its_missing_parents_are_created_private() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/b/keys");
+        create_dir_durably(&dir, 0o700).unwrap();
+        for created in [root.path().join("a"), root.path().join("a/b"), dir] {
+            let mode = fs::metadata(&created).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", created.display());
+        }
+    }
 }

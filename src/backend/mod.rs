@@ -104,6 +104,8 @@ pub enum StoreError {
     InsecurePermissions { path: PathBuf, mode: u32, fix: u32 },
     #[error("{path} is owned by uid {owner}, not by the user signet runs as (uid {us}): its owner could replace the keys in it; fix: chown {us} {path}")]
     ForeignOwner { path: PathBuf, owner: u32, us: u32 },
+    #[error("{path} is larger than {limit} bytes: it is not a key or state file signet wrote")]
+    TooLarge { path: PathBuf, limit: u64 },
     #[error("{path} is not a directory")]
     NotADirectory { path: PathBuf },
     #[error(

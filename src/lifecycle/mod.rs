@@ -25,12 +25,12 @@ use std::fmt;
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use humantime::format_rfc3339_seconds as rfc3339;
 use zeroize::Zeroizing;
 
 use crate::backend::KeyBackend;
 use crate::keyring::{KeyRing, KeySet, KeySetError, PublishedKey};
 use crate::keys::{self, Algorithm, KeyError, LocalKey, SigningKey};
+use crate::timestamp::rfc3339;
 
 pub use crate::backend::StoreError;
 pub use clock::{Clock, GuardedSystemClock, ManualClock, SystemClock};

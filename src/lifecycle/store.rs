@@ -60,6 +60,12 @@ pub struct StoredKey {
     pub longest_token_lifetime_secs: Option<u64>,
 }
 
+/// The longest duration a state file may hold (1000 years of 365.25 days). The flags cap
+/// every duration at 100 years, so a server writes at most 200 (a publish lead of twice the
+/// refresh hint); the bound refuses a damaged or hand-edited number before it is added to a
+/// time, where it could overflow `SystemTime` and panic.
+const LONGEST_STORED_DURATION_SECS: u64 = 1000 * 31_557_600;
+
 /// The whole lifecycle state: every key in publication order (oldest first).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,7 +103,24 @@ impl LifecycleState {
                 self.version
             )));
         }
+        if let Some(secs) = self
+            .served_publish_lead_secs
+            .filter(|&secs| secs > LONGEST_STORED_DURATION_SECS)
+        {
+            return Err(corrupt(format!(
+                "served_publish_lead_secs {secs} is longer than {LONGEST_STORED_DURATION_SECS} (1000 years)"
+            )));
+        }
         for (i, key) in self.keys.iter().enumerate() {
+            if let Some(secs) = key
+                .longest_token_lifetime_secs
+                .filter(|&secs| secs > LONGEST_STORED_DURATION_SECS)
+            {
+                return Err(corrupt(format!(
+                    "key {} has longest_token_lifetime_secs {secs}, longer than {LONGEST_STORED_DURATION_SECS} (1000 years)",
+                    key.kid
+                )));
+            }
             if self.keys[..i].iter().any(|k| k.kid == key.kid) {
                 return Err(corrupt(format!("kid {} appears twice", key.kid)));
             }
@@ -224,7 +247,12 @@ impl StateStore for FileStateStore {
     }
 
     fn save(&self, state: &LifecycleState) -> Result<(), StoreError> {
-        let mut json = serde_json::to_vec_pretty(state).expect("state serialises");
+        // Fails only for a time RFC 3339 cannot write (a clock past year 9999).
+        let mut json = serde_json::to_vec_pretty(state).map_err(|err| StoreError::Io {
+            action: "write",
+            path: self.path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, err),
+        })?;
         json.push(b'\n');
         write_atomic(&self.dir, STATE_FILE, &json, 0o600)
     }
@@ -237,6 +265,14 @@ mod rfc3339 {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        // humantime's formatter fails outside RFC 3339's years, and serde_json panics when a
+        // value's formatter fails: refuse such a time as an error instead.
+        if !crate::timestamp::in_rfc3339_range(*time) {
+            return Err(serde::ser::Error::custom(format_args!(
+                "the time {} cannot be written in RFC 3339",
+                crate::timestamp::rfc3339(*time)
+            )));
+        }
         s.collect_str(&humantime::format_rfc3339_nanos(*time))
     }
 
@@ -350,6 +386,17 @@ mod tests {
                 "{state}"
             );
         }
+        let mut long_lived = key("r", Retired);
+        long_lived.longest_token_lifetime_secs = Some(u64::MAX);
+        assert!(refusal(vec![key("a", Active), long_lived]).contains("longest_token_lifetime_secs"));
+        let mut state = LifecycleState::new(vec![key("a", Active)]);
+        state.served_publish_lead_secs = Some(LONGEST_STORED_DURATION_SECS + 1);
+        match state.validate(Path::new("state.json")) {
+            Err(StoreError::CorruptState { reason, .. }) => {
+                assert!(reason.contains("served_publish_lead_secs"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
         let mut state = LifecycleState::new(vec![key("a", Active)]);
         state.version = 2;
         match state.validate(Path::new("state.json")) {
@@ -358,5 +405,25 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn durations_up_to_the_bound_pass() {
+        let mut retired = key("r", KeyState::Retired);
+        retired.longest_token_lifetime_secs = Some(LONGEST_STORED_DURATION_SECS);
+        let mut state = LifecycleState::new(vec![retired, key("a", KeyState::Active)]);
+        state.served_publish_lead_secs = Some(LONGEST_STORED_DURATION_SECS);
+        state.validate(Path::new("state.json")).unwrap();
+    }
+
+    #[test]
+    fn a_time_rfc3339_cannot_write_is_an_error_not_a_panic() {
+        let mut active = key("a", KeyState::Active);
+        active.created_at = SystemTime::UNIX_EPOCH + Duration::from_secs(300_000_000_000);
+        let err = serde_json::to_vec_pretty(&LifecycleState::new(vec![active])).unwrap_err();
+        assert!(
+            err.to_string().contains("9999-12-31T23:59:59Z or later"),
+            "{err}"
+        );
     }
 }
