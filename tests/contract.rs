@@ -367,6 +367,20 @@ async fn key_files_with_other_pem_blocks_or_crlf_line_endings_load() {
 }
 
 /// The generated in-memory default (no key options): one ES256 key, and the contract holds.
+/// The claims built into `signet bench` and the benchmarks' fixture are copies of a recorded
+/// kube-apiserver request: they must not drift from it.
+#[test]
+fn embedded_claims_are_a_recorded_request_verbatim() {
+    let recorded = common::recorded_claims()
+        .into_iter()
+        .find(|case| case.name == "pod-bound-extended-to-signer-max")
+        .expect("the recorded claims hold pod-bound-extended-to-signer-max")
+        .claims;
+    assert_eq!(signet::loadgen::DEFAULT_CLAIMS, recorded);
+    let fixture = common::repo_root().join("benches/fixtures/apiserver-claims-pod-bound.txt");
+    assert_eq!(std::fs::read_to_string(fixture).unwrap(), recorded);
+}
+
 #[tokio::test]
 async fn in_memory_default_is_es256_and_signs() {
     check_generated(&[], "ES256").await;
@@ -402,10 +416,15 @@ async fn check_generated(flags: &[&str], alg: &str) {
     let audiences = recorded_audiences();
     let audiences: Vec<&str> = audiences.iter().map(String::as_str).collect();
     let case = &common::recorded_claims()[0];
+    // A generated key has no file to compare with: each package must publish the key the
+    // first one published (and `check_fetch_keys` checks its kid against its DER).
+    let mut generated: Option<Vec<u8>> = None;
     for api in Api::BOTH {
         let keys = clients.fetch_keys(api).await.expect("FetchKeys");
         assert_eq!(keys.keys.len(), 1, "one generated key");
-        let der = keys.keys[0].key.to_vec();
+        let der = generated
+            .get_or_insert_with(|| keys.keys[0].key.to_vec())
+            .clone();
         check_fetch_keys(&keys, &[der], started);
         let verifier =
             IndependentVerifier::from_fetch_keys(&keys, RECORDED_ISSUER, &audiences).unwrap();

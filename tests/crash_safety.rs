@@ -24,6 +24,12 @@ const ITERATIONS: usize = 100;
 /// Bound on the whole test, far above its usual few seconds.
 const BUDGET: Duration = Duration::from_secs(60);
 
+/// Waits for a command to exit; one still running at the harness's deadline (stuck on the
+/// store's lock, say) is killed and fails the test rather than hanging it.
+fn finish(mut child: std::process::Child) -> std::process::ExitStatus {
+    common::wait_child(&mut child, common::DEADLINE)
+}
+
 fn signet(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_signet"));
     command
@@ -95,10 +101,12 @@ fn a_killed_rotate_or_import_never_breaks_the_store_or_loses_a_key() {
     let root = tempfile::tempdir().unwrap();
     let store = root.path().join("keys");
     let store_arg = store.to_str().unwrap().to_owned();
-    assert!(signet(&["keys", "init", "--key-dir", &store_arg])
-        .status()
-        .unwrap()
-        .success());
+    assert!(finish(
+        signet(&["keys", "init", "--key-dir", &store_arg])
+            .spawn()
+            .unwrap()
+    )
+    .success());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -139,7 +147,7 @@ fn a_killed_rotate_or_import_never_breaks_the_store_or_loses_a_key() {
     for n in 0..3 {
         let file = key_file(root.path(), 1000 + n);
         let began = Instant::now();
-        let status = run(Operation::ImportVerifyOnly, &file).wait().unwrap();
+        let status = finish(run(Operation::ImportVerifyOnly, &file));
         assert!(status.success());
         run_time = run_time.max(began.elapsed());
     }
@@ -192,7 +200,7 @@ fn a_killed_rotate_or_import_never_breaks_the_store_or_loses_a_key() {
         let mut child = run(operation, &file);
         std::thread::sleep(Duration::from_micros(rng.below(window_micros)));
         let _ = child.kill(); // SIGKILL; fails harmlessly if the command already finished
-        let status = child.wait().unwrap();
+        let status = finish(child);
         let after = std::fs::read(store.join("state.json")).unwrap();
         if status.signal() == Some(9) {
             killed += 1;
@@ -269,8 +277,10 @@ fn a_killed_rotate_or_import_never_breaks_the_store_or_loses_a_key() {
             runtime.block_on(lifecycle.promote(true)).unwrap();
         }
     }
-    assert!(signet(&["keys", "rotate", "--key-dir", &store_arg])
-        .status()
-        .unwrap()
-        .success());
+    assert!(finish(
+        signet(&["keys", "rotate", "--key-dir", &store_arg])
+            .spawn()
+            .unwrap()
+    )
+    .success());
 }

@@ -37,7 +37,13 @@ const ISSUER: &str = "https://issuer.example/cluster-1";
 const REFRESH_HINT_SECS: u64 = 45;
 
 /// A real apiserver Sign request (shared testdata/apiserver-claims.txt, `default-sa-1h`).
-const CLAIMS: &str = "eyJhdWQiOlsiaHR0cHM6Ly9rdWJlcm5ldGVzLmRlZmF1bHQuc3ZjLmNsdXN0ZXIubG9jYWwiXSwiZXhwIjoxNzk1ODA2MzU1LCJpYXQiOjE3OTU4MDI3NTUsImlzcyI6Imh0dHBzOi8va3ViZXJuZXRlcy5kZWZhdWx0LnN2Yy5jbHVzdGVyLmxvY2FsIiwianRpIjoiMTQwOTY1NDAtNzM3YS00MjRhLTkzMjQtODhlYjQwYmIwMWZmIiwia3ViZXJuZXRlcy5pbyI6eyJuYW1lc3BhY2UiOiJkZWZhdWx0Iiwic2VydmljZWFjY291bnQiOnsibmFtZSI6ImRlZmF1bHQiLCJ1aWQiOiI4MzFlMTM0Mi1iMmFjLTRiODMtYWQ1ZS1hNWM2MGI1YzNiOWYifX0sIm5iZiI6MTc5NTgwMjc1NSwic3ViIjoic3lzdGVtOnNlcnZpY2VhY2NvdW50OmRlZmF1bHQ6ZGVmYXVsdCJ9";
+fn recorded_claims() -> String {
+    common::recorded_claims()
+        .into_iter()
+        .find(|case| case.name == "default-sa-1h")
+        .expect("the recorded claims hold default-sa-1h")
+        .claims
+}
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -172,16 +178,17 @@ impl Signet {
     }
 
     async fn sign(&self) -> String {
+        let claims = recorded_claims();
         let signed = self
             .grpc()
             .await
             .sign(SignJwtRequest {
-                claims: CLAIMS.to_owned(),
+                claims: claims.clone(),
             })
             .await
             .unwrap()
             .into_inner();
-        format!("{}.{CLAIMS}.{}", signed.header, signed.signature)
+        format!("{}.{claims}.{}", signed.header, signed.signature)
     }
 
     async fn get(&self, path: &str) -> HttpResponse {

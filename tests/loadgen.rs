@@ -2,8 +2,10 @@
 //! for about a second and reports what it saw. No timing is asserted: figures depend on the
 //! machine; only that calls were made, none failed, and the report is well-formed.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,12 +47,11 @@ fn start_signet(
     stop
 }
 
+/// `signet bench ARGS` to its exit, killed and failed at the harness's deadline.
 fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_signet"))
-        .arg("bench")
-        .args(args)
-        .output()
-        .expect("run signet bench")
+    let mut command = common::signet_command(None);
+    command.arg("bench").args(args);
+    common::run_command(command, None)
 }
 
 fn run_json(socket: &Path, rpc: &str, extra: &[&str]) -> serde_json::Value {

@@ -127,6 +127,7 @@ fn shutdown_is_bounded_by_the_grace_period_even_with_a_stuck_client() {
     process.wait_ready();
     // An HTTP/2 client that sends its preface and then nothing, never answering GOAWAY.
     let mut stuck = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    stuck.set_read_timeout(Some(common::DEADLINE)).unwrap();
     stuck
         .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         .unwrap();

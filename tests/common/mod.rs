@@ -166,11 +166,14 @@ impl Clients {
 }
 
 /// A channel to a Unix socket path, dialled as kube-apiserver does (authority `localhost`,
-/// HTTP/2 cleartext). The connector runs per (re)connect.
+/// HTTP/2 cleartext). The connector runs per (re)connect. A connection or a call that takes
+/// longer than [`DEADLINE`] fails the test instead of hanging it.
 pub async fn channel_to_path(path: &Path) -> Channel {
     let path = path.to_owned();
     Endpoint::try_from("http://localhost")
         .expect("static URI")
+        .connect_timeout(DEADLINE)
+        .timeout(DEADLINE)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
             async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
@@ -189,6 +192,8 @@ pub async fn connect_abstract(name: &str) -> Clients {
     let name = name.to_owned();
     let channel = Endpoint::try_from("http://localhost")
         .expect("static URI")
+        .connect_timeout(DEADLINE)
+        .timeout(DEADLINE)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let name = name.clone();
             async move {
