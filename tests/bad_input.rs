@@ -122,6 +122,18 @@ async fn malformed_claims_get_invalid_argument_and_the_server_keeps_serving() {
         ("a JSON array", b64(&format!(r#"["{MARKER}"]"#)), "object"),
         ("a JSON string", b64(&format!(r#""{MARKER}""#)), "object"),
         ("JSON null", b64("null"), "object"),
+        (
+            "a JSON object without exp",
+            b64(&format!(r#"{{"iat":1700000000,"sub":"{MARKER}"}}"#)),
+            "exp and iat",
+        ),
+        (
+            "a JSON object with a string exp",
+            b64(&format!(
+                r#"{{"exp":"1700003600","iat":1700000000,"sub":"{MARKER}"}}"#
+            )),
+            "exp and iat",
+        ),
         ("claims over 64 KiB", oversized, "at most"),
     ];
     for (case, claims, hint) in &cases {
@@ -367,4 +379,150 @@ fn bad_socket_addresses_exit_64() {
 
 fn key(name: &str) -> String {
     common::key_path(name).to_str().unwrap().to_owned()
+}
+
+/// A key whose signing can be made to fail, as an HSM key does when its session is lost.
+#[derive(Debug)]
+struct FlakyKey {
+    key: signet::keys::SigningKey,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl signet::keys::JwsSigner for FlakyKey {
+    fn algorithm(&self) -> signet::keys::Algorithm {
+        self.key.algorithm()
+    }
+
+    fn public_key_der(&self) -> &[u8] {
+        self.key.public_key_der()
+    }
+
+    fn sign(
+        &self,
+        signing_input: &[u8],
+    ) -> Result<signet::keys::JwsSignature, signet::keys::KeyError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(signet::keys::KeyError::Signing {
+                kid: self.key.kid().to_owned(),
+            });
+        }
+        self.key.sign(signing_input)
+    }
+}
+
+/// signet serving `keys` on a socket in `dir` until the returned sender fires.
+async fn serve_key_set(
+    dir: &Path,
+    keys: signet::keyring::KeySet,
+) -> (Clients, tokio::sync::oneshot::Sender<()>) {
+    use signet::server::{Listener, SocketAddress};
+    let socket = dir.join("signet.sock");
+    let signer = std::sync::Arc::new(signet::signer::TokenSigner::new(
+        std::sync::Arc::new(signet::keyring::KeyRing::new(keys)),
+        std::time::Duration::from_secs(86_400),
+        std::time::Duration::from_secs(60),
+    ));
+    let listener = Listener::bind(&SocketAddress::Path(socket.clone()), 0o600, &[]).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(signet::server::serve(
+        listener,
+        signet::api::ExternalJwtSignerService::new(signer),
+        std::time::Duration::from_secs(1),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (common::connect_path(&socket).await, stop)
+}
+
+/// Serving errors that are not the request's fault, over the socket: a key that fails to sign
+/// answers UNAVAILABLE (kube-apiserver may retry) and one that recovers signs again; a key set
+/// with nothing to sign with answers FAILED_PRECONDITION. FetchKeys and Metadata keep working
+/// throughout, and no message carries the claims.
+#[tokio::test]
+async fn a_key_that_cannot_sign_is_unavailable_and_recovers() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use signet::keyring::{KeySet, PublishedKey};
+    use signet::keys::{Algorithm, LocalKey, SigningKey};
+
+    let dir = tempfile::tempdir().unwrap();
+    let real = SigningKey::new(Arc::new(LocalKey::generate(Algorithm::ES256, 0).unwrap().0));
+    let flaky = Arc::new(FlakyKey {
+        key: real.clone(),
+        failing: true.into(),
+    });
+    let (mut clients, stop) =
+        serve_key_set(dir.path(), KeySet::single(SigningKey::new(flaky.clone()))).await;
+    let case = &common::recorded_claims()[0];
+    for api in Api::BOTH {
+        let status = clients.sign(api, &case.claims).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+        assert!(
+            status.message().contains(real.kid()),
+            "{}",
+            status.message()
+        );
+        assert!(!status.message().contains(&case.claims));
+        clients
+            .metadata(api)
+            .await
+            .expect("Metadata while Sign fails");
+        clients
+            .fetch_keys(api)
+            .await
+            .expect("FetchKeys while Sign fails");
+    }
+    flaky.failing.store(false, Ordering::SeqCst);
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&case.claims).unwrap()).unwrap();
+    let audiences: Vec<&str> = claims["aud"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|aud| aud.as_str().unwrap())
+        .collect();
+    for api in Api::BOTH {
+        let keys = clients.fetch_keys(api).await.unwrap();
+        let verifier = common::verifier::IndependentVerifier::from_fetch_keys(
+            &keys,
+            common::RECORDED_ISSUER,
+            &audiences,
+        )
+        .unwrap();
+        let signed = clients.sign(api, &case.claims).await.expect("recovered");
+        let token = common::verifier::assemble(&signed.header, &case.claims, &signed.signature);
+        verifier
+            .verify(&token)
+            .expect("the recovered key's token verifies");
+    }
+    let _ = stop.send(());
+
+    // Published, but nothing signs: a key set the key ring allows, though no store signet
+    // opens produces one (a state without an active key is refused at start).
+    let dir = tempfile::tempdir().unwrap();
+    let verify_only = KeySet::new(
+        None,
+        vec![PublishedKey::of(&real)],
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let (mut clients, stop) = serve_key_set(dir.path(), verify_only).await;
+    for api in Api::BOTH {
+        let status = clients.sign(api, &case.claims).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::FailedPrecondition,
+            "{}",
+            status.message()
+        );
+        assert!(!status.message().contains(&case.claims));
+        let keys = clients
+            .fetch_keys(api)
+            .await
+            .expect("FetchKeys without a signing key");
+        assert_eq!(keys.keys.len(), 1);
+    }
+    let _ = stop.send(());
 }
