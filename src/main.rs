@@ -126,6 +126,16 @@ fn verify(args: &VerifyArgs) -> ExitCode {
     }
 }
 
+/// Reports why `serve` exits with a failure: in the log, or on stderr when the log filter
+/// (`RUST_LOG=off`, say) would drop the line, so that a failed start never exits silently.
+fn report_failure(what: &str, err: &dyn std::fmt::Display) {
+    if tracing::enabled!(tracing::Level::ERROR) {
+        tracing::error!(error = %err, "{what}");
+    } else {
+        eprintln!("signet serve: {what}: {err}");
+    }
+}
+
 fn serve(args: &ServeArgs) -> ExitCode {
     let (config, lifecycle) = match ServeConfig::from_args(args).and_then(|config| {
         // Before the runtime starts: loading keys and generating one are blocking work.
@@ -134,7 +144,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     }) {
         Ok(loaded) => loaded,
         Err(err) => {
-            tracing::error!(error = %err, "configuration error");
+            report_failure("configuration error", &err);
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -145,7 +155,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         match signet::admin::admin_socket_address(args.admin_socket.as_deref(), &config.socket) {
             Ok(address) => address,
             Err(err) => {
-                tracing::error!(error = %err, "configuration error");
+                report_failure("configuration error", &err);
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
@@ -161,7 +171,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            tracing::error!(error = %err, "cannot start the async runtime");
+            report_failure("cannot start the async runtime", &err);
             return ExitCode::FAILURE;
         }
     };
@@ -171,7 +181,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            tracing::error!(error = %err, "signet stopped with an error");
+            report_failure("signet stopped with an error", &err);
             ExitCode::FAILURE
         }
     }

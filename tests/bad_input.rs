@@ -377,6 +377,31 @@ fn bad_socket_addresses_exit_64() {
     }
 }
 
+/// With the log filtered off, a failed start still says why on stderr, once.
+#[test]
+fn a_failed_start_says_why_even_with_logging_off() {
+    for filter in ["off", "signet=off"] {
+        let mut process = common::SignetProcess::spawn_with_env(
+            &["serve", "--socket", "relative.sock"],
+            &[("RUST_LOG", filter)],
+        );
+        let status = process.wait_exit();
+        let stderr = process.stderr_text();
+        assert_eq!(status.code(), Some(64), "RUST_LOG={filter}:\n{stderr}");
+        assert_eq!(
+            stderr.matches("configuration error").count(),
+            1,
+            "RUST_LOG={filter}:\n{stderr}"
+        );
+        assert!(stderr.contains("--socket"), "RUST_LOG={filter}:\n{stderr}");
+    }
+    // With the log on, the reason is a log line, not a second copy on stderr.
+    let (status, stderr) = common::run_to_exit(&["serve", "--socket", "relative.sock"]);
+    assert_eq!(status.code(), Some(64));
+    assert_eq!(stderr.matches("configuration error").count(), 1, "{stderr}");
+    assert!(stderr.contains(r#""level":"ERROR""#), "{stderr}");
+}
+
 fn key(name: &str) -> String {
     common::key_path(name).to_str().unwrap().to_owned()
 }
