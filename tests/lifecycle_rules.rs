@@ -129,15 +129,20 @@ fn fixture() -> Fixture {
     fixture_with(policy())
 }
 
+/// The kid of the key `lifecycle` signs with now.
+fn signing_kid_of(lifecycle: &KeyLifecycle) -> String {
+    lifecycle
+        .keyring()
+        .snapshot()
+        .signing_key()
+        .unwrap()
+        .kid()
+        .to_owned()
+}
+
 impl Fixture {
     fn signing_kid(&self) -> String {
-        self.lifecycle
-            .keyring()
-            .snapshot()
-            .signing_key()
-            .unwrap()
-            .kid()
-            .to_owned()
+        signing_kid_of(&self.lifecycle)
     }
     fn published(&self) -> Vec<String> {
         self.lifecycle
@@ -826,13 +831,7 @@ async fn a_forward_step_of_the_wall_clock_neither_promotes_nor_removes_early() {
         InitialKeys::Generate(Algorithm::ES256),
     )
     .unwrap();
-    let old = lifecycle
-        .keyring()
-        .snapshot()
-        .signing_key()
-        .unwrap()
-        .kid()
-        .to_owned();
+    let old = signing_kid_of(&lifecycle);
     let published = |kid: &str| {
         lifecycle
             .keyring()
@@ -851,16 +850,11 @@ async fn a_forward_step_of_the_wall_clock_neither_promotes_nor_removes_early() {
         Err(LifecycleError::NextKeyNotReady { .. })
     ));
     lifecycle.tick(stepped).await.unwrap();
-    let signing = || {
-        lifecycle
-            .keyring()
-            .snapshot()
-            .signing_key()
-            .unwrap()
-            .kid()
-            .to_owned()
-    };
-    assert_eq!(signing(), old, "the step must not promote the next key");
+    assert_eq!(
+        signing_kid_of(&lifecycle),
+        old,
+        "the step must not promote the next key"
+    );
 
     // Once the lead has really passed, the promotion goes ahead (stamped with the wall clock).
     clock.real.advance(LEAD);
