@@ -304,6 +304,74 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     assert_eq!(server.list().len(), 1);
 }
 
+/// The `KeyAdmin` API itself, without the CLI: each refusal carries the precise gRPC code
+/// (the CLI shows them all as exit 1), and none changes the published set.
+#[tokio::test]
+async fn admin_api_refusals_carry_precise_codes() {
+    use signet::admin::v1::{ImportRequest, PromoteRequest, RetireRequest, RotateRequest};
+    use tonic::Code;
+
+    let server = AdminServer::start();
+    let active = server.kid_in_state("active");
+    let before = server.fetch_keys().await;
+    let mut client = signet::admin::AdminClient::connect(&signet::server::SocketAddress::Path(
+        server.admin_socket.clone(),
+    ))
+    .await
+    .unwrap();
+    fn code<T>(result: Result<T, tonic::Status>) -> (Code, String) {
+        match result {
+            Ok(_) => panic!("the call must be refused"),
+            Err(status) => (status.code(), status.message().to_owned()),
+        }
+    }
+    let retire = |kid: &str| RetireRequest { kid: kid.into() };
+
+    let (got, message) = code(client.rpc().retire(retire("no-such-kid")).await);
+    assert_eq!(got, Code::NotFound, "{message}");
+    let (got, message) = code(client.rpc().retire(retire("")).await);
+    assert_eq!(got, Code::InvalidArgument, "{message}");
+    let (got, message) = code(client.rpc().retire(retire(&active)).await);
+    assert_eq!(got, Code::FailedPrecondition, "{message}");
+    let (got, message) = code(client.rpc().promote(PromoteRequest { force: true }).await);
+    assert_eq!(got, Code::FailedPrecondition, "{message}");
+    let (got, message) = code(
+        client
+            .rpc()
+            .rotate(RotateRequest {
+                alg: Some("HS256".into()),
+                promote_now: false,
+            })
+            .await,
+    );
+    assert_eq!(got, Code::InvalidArgument, "{message}");
+    let (got, message) = code(
+        client
+            .rpc()
+            .import(ImportRequest {
+                pem: b"-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n".to_vec(),
+                verify_only: true,
+            })
+            .await,
+    );
+    assert_eq!(got, Code::InvalidArgument, "{message}");
+    assert_eq!(
+        server.fetch_keys().await,
+        before,
+        "no refusal changed the set"
+    );
+
+    // The same key twice: the second is already there.
+    let pem = std::fs::read(common::key_path("test-ec256-pkcs8.pem")).unwrap();
+    let import = || ImportRequest {
+        pem: pem.clone(),
+        verify_only: true,
+    };
+    client.rpc().import(import()).await.expect("first import");
+    let (got, message) = code(client.rpc().import(import()).await);
+    assert_eq!(got, Code::AlreadyExists, "{message}");
+}
+
 #[tokio::test]
 async fn import_prepares_the_key_under_the_in_tree_kid() {
     let server = AdminServer::start();
