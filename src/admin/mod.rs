@@ -65,10 +65,16 @@ pub fn admin_socket_address(
     let address = match explicit {
         Some(explicit) => SocketAddress::parse(explicit)
             .map_err(|err| format!("invalid --admin-socket: {err}"))?,
-        None => match apiserver_socket {
-            SocketAddress::Path(path) => SocketAddress::Path(sibling_admin_socket(path)),
-            SocketAddress::Abstract(name) => SocketAddress::Abstract(format!("{name}.admin")),
-        },
+        None => {
+            let derived = match apiserver_socket {
+                SocketAddress::Path(path) => SocketAddress::Path(sibling_admin_socket(path)),
+                SocketAddress::Abstract(name) => SocketAddress::Abstract(format!("{name}.admin")),
+            };
+            // The derived name is longer than the one it comes from: it may pass the limit.
+            SocketAddress::parse(&derived.to_string()).map_err(|err| {
+                format!("the default admin socket {derived} cannot be used ({err}); choose one with --admin-socket")
+            })?
+        }
     };
     if &address == apiserver_socket {
         return Err(format!(
@@ -111,6 +117,22 @@ mod tests {
             admin_socket_address(None, &SocketAddress::Abstract("signet".into())).unwrap(),
             SocketAddress::Abstract("signet.admin".into())
         );
+    }
+
+    #[test]
+    fn a_default_admin_socket_past_the_length_limit_asks_for_the_flag() {
+        // `.admin` adds 6 bytes to an abstract name; names may have 107.
+        let fits = SocketAddress::Abstract("a".repeat(101));
+        assert_eq!(
+            admin_socket_address(None, &fits).unwrap(),
+            SocketAddress::Abstract(format!("{}.admin", "a".repeat(101)))
+        );
+        let err =
+            admin_socket_address(None, &SocketAddress::Abstract("a".repeat(102))).unwrap_err();
+        assert!(err.contains("--admin-socket"), "{err}");
+        let long_dir = format!("/{}/s.sock", "d".repeat(96));
+        let err = admin_socket_address(None, &path(&long_dir)).unwrap_err();
+        assert!(err.contains("--admin-socket"), "{err}");
     }
 
     #[test]

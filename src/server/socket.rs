@@ -42,7 +42,9 @@ impl SocketAddress {
                     "{s:?} is not a valid abstract socket name: use @ and dot-separated segments of letters, digits, '_' and '-'"
                 ));
             }
-            if name.len() > MAX_PATH_LEN - 1 {
+            // The name fills `sun_path` after its leading NUL, with no terminator: up to 107
+            // bytes, as Go's dialer (and so kube-apiserver) accepts.
+            if name.len() > MAX_PATH_LEN {
                 return Err(format!("abstract socket name {s:?} is too long"));
             }
             return Ok(SocketAddress::Abstract(name.to_owned()));
@@ -356,5 +358,21 @@ mod tests {
             );
         }
         assert!(SocketAddress::parse(&format!("/{}", "a".repeat(200))).is_err());
+    }
+
+    #[test]
+    fn the_longest_abstract_name_binds_and_one_byte_more_is_refused() {
+        let name = format!("signet-test-{}-", std::process::id());
+        let longest = format!("{name}{}", "a".repeat(MAX_PATH_LEN - name.len()));
+        assert_eq!(longest.len(), 107);
+        let address = SocketAddress::parse(&format!("@{longest}")).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let listener = Listener::bind(&address, 0o600, &[]).expect("bind 107 bytes");
+        drop(listener);
+        assert!(SocketAddress::parse(&format!("@{longest}a")).is_err());
     }
 }
