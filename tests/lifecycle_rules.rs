@@ -32,11 +32,13 @@ fn policy() -> RotationPolicy {
     RotationPolicy::new(REFRESH, MAX_EXP)
 }
 
-/// A backend whose `generate` can be made to fail, as an HSM that lost its session would.
+/// A backend whose `generate` can be made to fail, as an HSM that lost its session would, or
+/// to take time (the clock moves on by that much while it runs), as RSA-4096 or an HSM does.
 #[derive(Debug, Default)]
 struct FlakyBackend {
     inner: MemoryBackend,
     failing: AtomicBool,
+    generate_takes: std::sync::Mutex<Option<(Arc<ManualClock>, Duration)>>,
 }
 
 impl KeyBackend for FlakyBackend {
@@ -46,6 +48,9 @@ impl KeyBackend for FlakyBackend {
     fn generate(&self, alg: Algorithm, rsa_bits: usize) -> Result<SigningKey, StoreError> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::Key(KeyError::Generation));
+        }
+        if let Some((clock, takes)) = &*self.generate_takes.lock().unwrap() {
+            clock.advance(*takes);
         }
         self.inner.generate(alg, rsa_bits)
     }
@@ -63,13 +68,22 @@ impl KeyBackend for FlakyBackend {
     }
 }
 
-/// A state store whose saves can be made to fail (a full disk), or to land without being
-/// durable (the state file renamed into place, the fsync of its directory failed).
+/// A state store whose saves can be made to fail (a full disk), to land without being
+/// durable (the state file renamed into place, the fsync of its directory failed), or to wait
+/// at a gate.
 #[derive(Debug, Default)]
 struct FlakyStateStore {
     inner: MemoryStateStore,
     failing: AtomicBool,
     not_durable: AtomicBool,
+    gate: std::sync::Mutex<Option<SaveGate>>,
+}
+
+/// Holds the next save back: it says on `entered` that it began, then waits for `release`.
+#[derive(Debug)]
+struct SaveGate {
+    entered: tokio::sync::oneshot::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
 }
 
 impl StateStore for FlakyStateStore {
@@ -80,6 +94,11 @@ impl StateStore for FlakyStateStore {
         self.inner.load()
     }
     fn save(&self, state: &LifecycleState) -> Result<(), StoreError> {
+        let gate = self.gate.lock().unwrap().take();
+        if let Some(gate) = gate {
+            gate.entered.send(()).unwrap();
+            gate.release.recv().unwrap();
+        }
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::Io {
                 action: "write",
@@ -871,4 +890,108 @@ async fn a_forward_step_of_the_wall_clock_neither_promotes_nor_removes_early() {
     clock.real.set(due);
     lifecycle.tick(clock.wall.now()).await.unwrap();
     assert!(!published(&old), "removed once the retention really passed");
+}
+
+#[tokio::test]
+async fn an_admin_change_whose_caller_goes_away_still_completes_and_is_served() {
+    use signet::admin::v1::key_admin_server::KeyAdmin as _;
+    use signet::admin::{v1, KeyAdminService};
+
+    let f = fixture();
+    let old = f.signing_kid();
+    let next = f.lifecycle.rotate(None, false).await.unwrap().kid;
+    f.clock.advance(LEAD);
+    let (entered_tx, entered) = tokio::sync::oneshot::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    *f.store.gate.lock().unwrap() = Some(SaveGate {
+        entered: entered_tx,
+        release: release_rx,
+    });
+    let service = KeyAdminService::new(f.lifecycle.clone());
+    let call = tokio::spawn(async move {
+        service
+            .promote(tonic::Request::new(v1::PromoteRequest { force: false }))
+            .await
+    });
+    entered.await.unwrap();
+    // The client goes away while the new state is being saved: tonic drops the handler.
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    release.send(()).unwrap();
+
+    // The listing waits for the change in progress; then what this process serves is what
+    // the state holds. Cut between the save and the publish, the old key would go on
+    // signing after the time the state records as its retirement.
+    let listed: Vec<(String, KeyState)> = f
+        .lifecycle
+        .list()
+        .await
+        .into_iter()
+        .map(|r| (r.kid, r.state))
+        .collect();
+    assert_eq!(
+        listed,
+        [(old, KeyState::Retired), (next.clone(), KeyState::Active)]
+    );
+    assert_eq!(f.signing_kid(), next);
+    let saved = f.store.inner.load().unwrap().unwrap();
+    let in_file: Vec<(String, KeyState)> = saved
+        .keys
+        .iter()
+        .map(|k| (k.kid.clone(), k.state))
+        .collect();
+    assert_eq!(listed, in_file);
+}
+
+#[tokio::test]
+async fn the_old_key_retires_when_a_promote_now_rotation_ends_not_when_it_began() {
+    let f = fixture();
+    let old = f.signing_kid();
+    // Generating the new key takes five minutes (RSA-4096 on a slow host, an HSM): the old
+    // key signs all that time, so its retention must count from after it.
+    let generation = Duration::from_secs(300);
+    *f.backend.generate_takes.lock().unwrap() = Some((f.clock.clone(), generation));
+    let promoted = f.lifecycle.rotate(None, true).await.unwrap();
+    assert_eq!(promoted.activated_at, Some(t0() + generation));
+    let retired = f
+        .lifecycle
+        .list()
+        .await
+        .into_iter()
+        .find(|r| r.kid == old)
+        .unwrap();
+    assert_eq!(retired.retired_at, Some(t0() + generation));
+    assert_eq!(
+        retired.removal_due,
+        Some(t0() + generation + MAX_EXP + VERIFIER_LEEWAY + REFRESH)
+    );
+}
+
+#[tokio::test]
+async fn a_removal_whose_state_is_not_durable_keeps_the_key_file() {
+    let f = fixture();
+    let old = f.signing_kid();
+    f.lifecycle.rotate(None, false).await.unwrap();
+    f.clock.advance(LEAD);
+    f.lifecycle.promote(false).await.unwrap();
+    let due = t0() + LEAD + MAX_EXP + VERIFIER_LEEWAY + REFRESH;
+    f.clock.set(due);
+    f.store.not_durable.store(true, Ordering::SeqCst);
+    f.lifecycle.remove(&old, false).await.unwrap();
+    assert!(!f.published().contains(&old));
+    // After a power loss the previous state, which names the key, may be what is on disk:
+    // without the key's file the store would not load.
+    assert!(f.backend.load(&old).is_ok(), "the key file was deleted");
+    // A durable removal deletes the file, as before.
+    f.store.not_durable.store(false, Ordering::SeqCst);
+    let second = f.signing_kid();
+    f.lifecycle.rotate(None, false).await.unwrap();
+    f.clock.advance(LEAD);
+    f.lifecycle.promote(false).await.unwrap();
+    f.clock.advance(MAX_EXP + VERIFIER_LEEWAY + REFRESH);
+    f.lifecycle.remove(&second, false).await.unwrap();
+    assert!(matches!(
+        f.backend.load(&second),
+        Err(StoreError::KeyNotFound(_))
+    ));
 }

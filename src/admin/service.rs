@@ -68,6 +68,21 @@ fn caller_uid<T>(request: &Request<T>) -> Option<u32> {
         .map(|cred| cred.uid())
 }
 
+/// Runs a state-changing call, with its audit line, to its end in a task of its own. tonic
+/// drops a handler's future when its client goes away (Ctrl-C, a deadline, a reset stream);
+/// a lifecycle change dropped between saving the state and publishing it would leave this
+/// process serving keys the state file no longer records (see [`KeyLifecycle`]). The change
+/// and its audit line happen whether or not anyone is still waiting for the answer.
+async fn to_completion<T: Send + 'static>(
+    change: impl std::future::Future<Output = Result<T, Status>> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::spawn(change).await.unwrap_or_else(|err| {
+        // A panic's message is not passed on: it is not the client's business.
+        tracing::error!(panicked = err.is_panic(), "admin call task failed");
+        Err(Status::internal("the admin call failed inside the server"))
+    })
+}
+
 /// Logs the outcome of a state-changing call and turns a lifecycle error into its status.
 fn audited<T>(
     call: &'static str,
@@ -181,8 +196,12 @@ impl KeyAdmin for KeyAdminService {
         self.allow_change("rotate", uid)?;
         let request = request.into_inner();
         let alg = parse_algorithm(request.alg.as_deref())?;
-        let result = self.lifecycle.rotate(alg, request.promote_now).await;
-        let record = audited("rotate", uid, None, result, |r| Some(r.kid.as_str()))?;
+        let lifecycle = Arc::clone(&self.lifecycle);
+        let record = to_completion(async move {
+            let result = lifecycle.rotate(alg, request.promote_now).await;
+            audited("rotate", uid, None, result, |r| Some(r.kid.as_str()))
+        })
+        .await?;
         Ok(Response::new(v1::RotateResponse {
             key: Some(key_message(&record)),
         }))
@@ -194,8 +213,13 @@ impl KeyAdmin for KeyAdminService {
     ) -> Result<Response<v1::PromoteResponse>, Status> {
         let uid = caller_uid(&request);
         self.allow_change("promote", uid)?;
-        let result = self.lifecycle.promote(request.into_inner().force).await;
-        let record = audited("promote", uid, None, result, |r| Some(r.kid.as_str()))?;
+        let force = request.into_inner().force;
+        let lifecycle = Arc::clone(&self.lifecycle);
+        let record = to_completion(async move {
+            let result = lifecycle.promote(force).await;
+            audited("promote", uid, None, result, |r| Some(r.kid.as_str()))
+        })
+        .await?;
         Ok(Response::new(v1::PromoteResponse {
             key: Some(key_message(&record)),
         }))
@@ -208,9 +232,13 @@ impl KeyAdmin for KeyAdminService {
         let uid = caller_uid(&request);
         self.allow_change("retire", uid)?;
         let request = request.into_inner();
-        let kid = required_kid(&request.kid)?;
-        let result = self.lifecycle.retire(kid).await;
-        let record = audited("retire", uid, Some(kid), result, |r| Some(r.kid.as_str()))?;
+        let kid = required_kid(&request.kid)?.to_owned();
+        let lifecycle = Arc::clone(&self.lifecycle);
+        let record = to_completion(async move {
+            let result = lifecycle.retire(&kid).await;
+            audited("retire", uid, Some(&kid), result, |r| Some(r.kid.as_str()))
+        })
+        .await?;
         Ok(Response::new(v1::RetireResponse {
             key: Some(key_message(&record)),
         }))
@@ -223,9 +251,13 @@ impl KeyAdmin for KeyAdminService {
         let uid = caller_uid(&request);
         self.allow_change("remove", uid)?;
         let request = request.into_inner();
-        let kid = required_kid(&request.kid)?;
-        let result = self.lifecycle.remove(kid, request.force).await;
-        audited("remove", uid, Some(kid), result, |()| None)?;
+        let kid = required_kid(&request.kid)?.to_owned();
+        let lifecycle = Arc::clone(&self.lifecycle);
+        to_completion(async move {
+            let result = lifecycle.remove(&kid, request.force).await;
+            audited("remove", uid, Some(&kid), result, |()| None)
+        })
+        .await?;
         Ok(Response::new(v1::RemoveResponse {}))
     }
 
@@ -239,11 +271,12 @@ impl KeyAdmin for KeyAdminService {
         let verify_only = request.verify_only;
         // The key is wiped from this buffer when the call ends, whatever the outcome.
         let pem = Zeroizing::new(request.pem);
-        let result = self
-            .lifecycle
-            .import(&pem, ImportOptions { verify_only })
-            .await;
-        let record = audited("import", uid, None, result, |r| Some(r.kid.as_str()))?;
+        let lifecycle = Arc::clone(&self.lifecycle);
+        let record = to_completion(async move {
+            let result = lifecycle.import(&pem, ImportOptions { verify_only }).await;
+            audited("import", uid, None, result, |r| Some(r.kid.as_str()))
+        })
+        .await?;
         Ok(Response::new(v1::ImportResponse {
             key: Some(key_message(&record)),
         }))

@@ -182,6 +182,11 @@ struct Entry {
 
 /// The key lifecycle over one backend and one state store, publishing into a [`KeyRing`].
 /// Shared as `Arc<KeyLifecycle>`; every state change is serialised by one async lock.
+///
+/// The state-changing calls (`rotate`, `promote`, `retire`, `remove`, `import`, `tick`) must
+/// run to their end once started: one dropped between saving the state and publishing it
+/// leaves this process serving keys the state no longer records. A caller that may be
+/// cancelled runs them in a task of its own, as the admin service does.
 #[derive(Debug)]
 pub struct KeyLifecycle {
     backend: Arc<dyn KeyBackend>,
@@ -501,6 +506,8 @@ impl KeyLifecycle {
         }
         let backend = Arc::clone(&self.backend);
         let key = blocking(move || backend.import(&pkcs8)).await?;
+        // Published when the state is saved, after the checks and the store above.
+        let now = now.max(self.clock.now());
         let stored = if opts.verify_only {
             let mut stored = new_stored(&key, KeyState::Retired, KeyOrigin::Imported, now);
             stored.verify_only = true;
@@ -658,6 +665,10 @@ impl KeyLifecycle {
         let active_index = entries
             .iter()
             .position(|e| e.stored.state == KeyState::Active);
+        // The old key signs until the new state is published, which is after whatever the
+        // caller waited for since reading `now` (the lock, an RSA or HSM key generation for
+        // `rotate --promote-now`): its retention counts from the latest time, never earlier.
+        let now = now.max(self.clock.now());
         let mut next = entries.clone();
         if let Some(i) = active_index {
             next[i].stored.state = KeyState::Retired;
@@ -713,37 +724,40 @@ impl KeyLifecycle {
         let removed = next.remove(index);
         // The state forgets the key before its material goes: a crash in between leaves an
         // orphan key (logged at the next start), never a state entry without its key.
-        self.commit(entries, next, now).await?;
+        if self.commit(entries, next, now).await? == Saved::NotDurably {
+            // After a power loss the old state, which names this key, may come back: with
+            // its file deleted, the store would not load. Keep the file as an orphan.
+            tracing::warn!(kid = %kid, "key removed from the lifecycle state, which is not durable yet: its stored copy is kept as an orphan; delete it by hand once the store is healthy");
+            log_removed(kid, &removed, force);
+            return Ok(());
+        }
         let backend = Arc::clone(&self.backend);
         let owned_kid = kid.to_owned();
         if let Err(err) = blocking(move || backend.delete(&owned_kid)).await {
-            tracing::warn!(kid = %kid, error = %err, "key removed from the lifecycle state but its stored copy could not be deleted; it is left as an orphan");
+            tracing::warn!(kid = %kid, error = %err, "key removed from the lifecycle state but its stored copy could not be deleted; it may be left as an orphan");
         }
-        tracing::info!(
-            kid = %kid,
-            alg = %removed.stored.alg,
-            from = "retired",
-            to = "removed",
-            forced = force,
-            "key state changed"
-        );
+        log_removed(kid, &removed, force);
         Ok(())
     }
 
     /// Persists `next`, then publishes it, then makes it the current entries. On error
     /// nothing changed. One failure is not an error here: the state file was replaced and only
-    /// the fsync of its directory failed. The file then holds `next`, which a restart would
-    /// read, so this process serves `next` too, logs the failure as an error, and the caller
-    /// goes on as after any change (its transition logged, its key material deleted). Serving
-    /// the old set instead would let a key that the file records as retired at a given time
-    /// keep signing after it, while its retention counts from that time. The next change's
-    /// fsync of the same directory makes this one durable too.
+    /// the fsync of its directory failed ([`Saved::NotDurably`]). The file then holds `next`,
+    /// which a restart would read, so this process serves `next` too, logs the failure as an
+    /// error, and the caller goes on as after any change, except that it destroys nothing the
+    /// old state names (a removed key's file stays). Serving the old set instead would let a
+    /// key that the file records as retired at a given time keep signing after it, while its
+    /// retention counts from that time.
+    ///
+    /// Not cancel-safe: a future dropped after the save and before the publish leaves this
+    /// process serving what the state no longer records. Callers that can be cancelled (an
+    /// admin RPC whose client goes away) run the change in a task of its own.
     async fn commit(
         &self,
         entries: &mut Vec<Entry>,
         next: Vec<Entry>,
         now: SystemTime,
-    ) -> Result<(), LifecycleError> {
+    ) -> Result<Saved, LifecycleError> {
         let state = checked_state(
             self.store.as_ref(),
             next.iter().map(|e| e.stored.clone()).collect(),
@@ -751,16 +765,17 @@ impl KeyLifecycle {
         )?;
         let key_set = key_set(&next, now)?;
         let store = Arc::clone(&self.store);
-        match blocking(move || store.save(&state)).await {
-            Ok(()) => {}
+        let saved = match blocking(move || store.save(&state)).await {
+            Ok(()) => Saved::Durably,
             Err(LifecycleError::Store(err @ StoreError::NotDurable { .. })) => {
                 tracing::error!(error = %err, "key state saved but not made durable");
+                Saved::NotDurably
             }
             Err(err) => return Err(err),
-        }
+        };
         self.keyring.publish(key_set);
         *entries = next;
-        Ok(())
+        Ok(saved)
     }
 
     /// When a next key has been visible in FetchKeys for the publish lead: since it was
@@ -801,6 +816,25 @@ impl KeyLifecycle {
             exclude_from_oidc_discovery: stored.exclude_from_oidc_discovery,
         }
     }
+}
+
+/// How a committed state reached its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Saved {
+    Durably,
+    /// In place (what a restart reads) but perhaps not after a power loss.
+    NotDurably,
+}
+
+fn log_removed(kid: &str, removed: &Entry, force: bool) {
+    tracing::info!(
+        kid = %kid,
+        alg = %removed.stored.alg,
+        from = "retired",
+        to = "removed",
+        forced = force,
+        "key state changed"
+    );
 }
 
 fn find(entries: &[Entry], kid: &str) -> Result<usize, LifecycleError> {
