@@ -234,7 +234,7 @@ pub struct ServeArgs {
     pub allowed_uids: Vec<u32>,
 
     /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC). Repeatable: the first signs, all are
-    /// published. Without it, a key is generated in memory at start.
+    /// published. Without it and without --key-dir, a key is generated in memory at start.
     #[arg(long = "key-file", value_name = "PATH")]
     pub key_files: Vec<PathBuf>,
 
@@ -254,12 +254,13 @@ pub struct ServeArgs {
     #[arg(long, value_parser = parse_duration)]
     pub publish_lead: Option<Duration>,
 
-    /// Automatic rotation period; 0 disables automatic rotation [default: 30d; disabled with
-    /// --key-file].
+    /// Automatic rotation period; 0 disables automatic rotation [default: 30d; off, and any
+    /// other value refused, with --key-file].
     #[arg(long, value_parser = parse_duration)]
     pub rotation_period: Option<Duration>,
 
-    /// Algorithm of the in-memory key generated when no --key-file is given.
+    /// Algorithm of the in-memory key generated when neither --key-dir nor --key-file is
+    /// given.
     #[arg(long, default_value = "ES256", value_parser = parse_algorithm)]
     pub generate_alg: Algorithm,
 

@@ -24,15 +24,14 @@ pub enum ConfigError {
     Socket(String),
     #[error("--max-token-expiration {0:?} is below 600s, which kube-apiserver refuses")]
     MaxTokenExpirationTooShort(Duration),
+    #[error("--allowed-uid applies to abstract sockets (@name) only: a socket file admits the users its --socket-mode and its directory admit")]
+    AllowedUidNeedsAbstractSocket,
     #[error("--refresh-hint must be at least 1s")]
     RefreshHintTooShort,
     #[error("--busy-poll must be at most {max:?} (it spins a core that long after every burst of calls)", max = MAX_BUSY_POLL)]
     BusyPollTooLong,
-    #[error("cannot read key file {path}: {source}")]
-    ReadKeyFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot read key file: {0}")]
+    ReadKeyFile(crate::backend::StoreError),
     #[error("key file {path}: {source}")]
     KeyFile { path: PathBuf, source: KeyError },
     #[error("key files {first} and {second} hold the same key (kid {kid})")]
@@ -94,6 +93,11 @@ pub struct ServeConfig {
 impl ServeConfig {
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
         let socket = SocketAddress::parse(&args.socket).map_err(ConfigError::Socket)?;
+        // A path socket admits whom its file mode admits; a UID list beside it would read
+        // as a restriction, or a grant, that does not exist.
+        if !args.allowed_uids.is_empty() && !matches!(socket, SocketAddress::Abstract(_)) {
+            return Err(ConfigError::AllowedUidNeedsAbstractSocket);
+        }
         if args.max_token_expiration < MIN_MAX_TOKEN_EXPIRATION {
             return Err(ConfigError::MaxTokenExpirationTooShort(
                 args.max_token_expiration,

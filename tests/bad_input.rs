@@ -271,8 +271,19 @@ fn bad_key_files_exit_64_naming_the_file_without_key_bytes() {
     let missing_dir = tempfile::tempdir().unwrap();
     let missing = missing_dir.path().join("no-such-key.pem");
     let directory = tempfile::tempdir().unwrap();
+    // Sparse, 2 MiB: past the 1 MiB a key file may hold, so it is not read at all (a wrong
+    // path to a disk image or a device must not exhaust memory).
+    let oversized = missing_dir.path().join("oversized.pem");
+    std::fs::File::create(&oversized)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
     let cases: Vec<(String, &str)> = vec![
         (missing.display().to_string(), "cannot read key file"),
+        (
+            oversized.display().to_string(),
+            "is larger than 1048576 bytes",
+        ),
         (
             directory.path().display().to_string(),
             "cannot read key file",
@@ -340,8 +351,12 @@ fn p521_key_file_exits_64_on_the_ring_provider() {
 
 #[test]
 fn bad_flags_exit_64_before_binding() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["--no-such-flag"], "--no-such-flag"),
+        (
+            &["--allowed-uid", "1000"],
+            "--allowed-uid applies to abstract sockets",
+        ),
         (&["--max-token-expiration", "5m"], "600"),
         (&["--max-token-expiration", "soon"], "max-token-expiration"),
         (&["--refresh-hint", "0s"], "refresh-hint"),

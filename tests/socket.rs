@@ -656,3 +656,37 @@ async fn an_idle_kept_alive_connection_does_not_hold_shutdown() {
     assert!(!stderr.contains("grace period over"), "{stderr}");
     drop(clients);
 }
+
+/// The HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` a server at `socket` announces.
+async fn announced_max_concurrent_streams(socket: &Path) -> usize {
+    let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let (_send, mut connection) = h2::client::handshake(stream).await.unwrap();
+    let mut ping_pong = connection.ping_pong().expect("ping_pong is taken once");
+    // The server's SETTINGS open its side of the connection, so once a PING is answered they
+    // have been read.
+    tokio::select! {
+        ended = &mut connection => panic!("connection ended before the PING was answered: {ended:?}"),
+        pong = ping_pong.ping(h2::Ping::opaque()) => {
+            pong.unwrap();
+        }
+    }
+    connection.max_concurrent_send_streams()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sockets_limit_the_calls_in_flight_on_a_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("signet.sock");
+    let mut process = SignetProcess::spawn(&["serve", "--socket", socket.to_str().unwrap()]);
+    process.wait_ready();
+    // Without a limit (tonic's default) the client may open any number of streams at once.
+    for path in [socket.clone(), dir.path().join("admin.sock")] {
+        assert_eq!(
+            announced_max_concurrent_streams(&path).await,
+            signet::server::MAX_CONCURRENT_STREAMS as usize,
+            "{}",
+            path.display()
+        );
+    }
+    terminate_cleanly(&mut process, &socket, Signal::TERM);
+}

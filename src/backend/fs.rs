@@ -151,12 +151,30 @@ pub(crate) fn read_private(
     let file = options.open(path).map_err(io_error("open", path))?;
     let meta = file.metadata().map_err(io_error("inspect", path))?;
     ensure_private(path, &meta, 0o600)?;
+    read_to_limit(path, file, &meta)
+}
+
+/// Reads a file of any mode, with the size bound of [`read_private`]: for a key file whose
+/// mode the caller only warns about (`serve --key-file`).
+pub(crate) fn read_any_mode(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
+    let file = File::open(path).map_err(io_error("open", path))?;
+    let meta = file.metadata().map_err(io_error("inspect", path))?;
+    read_to_limit(path, file, &meta)
+}
+
+/// Reads the open `file` (at `path`, with `meta`) whole, refusing one over
+/// [`PRIVATE_FILE_LIMIT`] before reading it, and bounding the read too, so a file that grew
+/// since `metadata`, or a device that reports no length (`/dev/zero`), is refused as well.
+fn read_to_limit(
+    path: &Path,
+    file: File,
+    meta: &fs::Metadata,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
     if meta.len() > PRIVATE_FILE_LIMIT {
         return Err(too_large(path));
     }
     let mut bytes =
         zeroize::Zeroizing::new(Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0)));
-    // Bounded again while reading: a file that grew since `metadata` is refused as well.
     file.take(PRIVATE_FILE_LIMIT + 1)
         .read_to_end(&mut bytes)
         .map_err(io_error("read", path))?;

@@ -45,6 +45,13 @@ pub fn read_private_key_file(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>
     fs::read_private(path, fs::Symlinks::Follow)
 }
 
+/// Reads a key file given to `serve --key-file`, with the same 1 MiB bound, whatever its mode:
+/// a readable key file is warned about there, as kube-apiserver does for its own
+/// `--service-account-key-file`, not refused.
+pub fn read_key_file_any_mode(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    fs::read_any_mode(path)
+}
+
 /// Stores keys and signs with them. Blocking; object-safe so backends are chosen at run time
 /// (`Arc<dyn KeyBackend>`).
 pub trait KeyBackend: Send + Sync + fmt::Debug {

@@ -78,12 +78,8 @@ pub fn build_lifecycle(config: &ServeConfig) -> Result<Arc<KeyLifecycle>, Config
             let mut keys: Vec<(std::path::PathBuf, String, zeroize::Zeroizing<Vec<u8>>)> =
                 Vec::with_capacity(paths.len());
             for path in paths {
-                let pem = zeroize::Zeroizing::new(std::fs::read(path).map_err(|source| {
-                    ConfigError::ReadKeyFile {
-                        path: path.clone(),
-                        source,
-                    }
-                })?);
+                let pem = crate::backend::read_key_file_any_mode(path)
+                    .map_err(ConfigError::ReadKeyFile)?;
                 // `keys import` refuses such a file; a static key given at start is only
                 // warned about, as kube-apiserver's own --service-account-key-file is.
                 if let Err(err) = crate::backend::check_private_mode(path, 0o600) {
@@ -219,7 +215,7 @@ pub async fn serve_with_admin(
         stop_after(serve_router(listener, router, grace, stopped(stop.subscribe())).await)
     };
     let admin = async {
-        let router = tonic::transport::Server::builder().add_service(admin.server());
+        let router = grpc_server().add_service(admin.server());
         stop_after(serve_router(admin_listener, router, grace, stopped(stop.subscribe())).await)
     };
     let signal = async {
@@ -270,9 +266,28 @@ pub async fn serve(
     serve_router(listener, signer_router(&service), grace, shutdown).await
 }
 
+/// Calls in flight on one HTTP/2 connection. tonic, unlike hyper, sets no limit by default,
+/// so one client could make the server hold any number of requests (up to 128 KiB each) and
+/// queue any number of signatures. 256 in flight is some milliseconds of ES256 signing, and
+/// more than kube-apiserver has outstanding; a gRPC client queues calls past the limit itself
+/// rather than failing them.
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// Streams the server may reset for a client's protocol errors before it closes the
+/// connection: hyper's default, which tonic turns off, against the reset-flood attack
+/// (RUSTSEC-2024-0003).
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+
+/// The HTTP/2 settings both gRPC sockets (the signer's and the admin one) serve with.
+fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+}
+
 /// Both API versions of the signer, with the request size limit.
 fn signer_router(service: &ExternalJwtSignerService) -> tonic::transport::server::Router {
-    tonic::transport::Server::builder()
+    grpc_server()
         .add_service(service.v1().max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(
             service
