@@ -4,7 +4,7 @@
 # (release) loaded by `signet bench` over its Unix socket, peak RSS, and startup time.
 #
 # Usage: benches/targets.sh [SECONDS_PER_LOAD_RUN] [REPEATS]   (defaults: 5 3)
-# Needs: cargo, python3, openssl, chrt. Runs for about 5 + REPEATS * (6 * (SECONDS + 1.5) + 50) / 60
+# Needs: cargo, python3, openssl (and chrt with BENCH_SCHED=batch). Runs for about 5 + REPEATS * (6 * (SECONDS + 1.5) + 50) / 60
 # minutes once built: six load runs per repeat, then RS256-2048 in slices of raw signing and load
 # that alternate (the RSA lines below), then 70 s of peak RSS, the startup runs and five
 # first-Sign starts.
