@@ -257,6 +257,40 @@ async fn a_live_socket_is_not_stolen() {
 }
 
 #[test]
+fn a_live_socket_with_a_full_queue_is_not_stolen_and_the_start_does_not_hang() {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("signet.sock");
+    // A live server that accepts nothing, with its queue of pending connections full: a
+    // blocking connect to it would wait until one is accepted, that is, forever.
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let address = SocketAddrUnix::new(&socket).unwrap();
+    let mut queued = Vec::new();
+    loop {
+        let client = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        match rustix::net::connect(&client, &address) {
+            Ok(()) => queued.push(client),
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(err) => panic!("connect: {err}"),
+        }
+        assert!(queued.len() < 100_000, "the queue never filled");
+    }
+    let (status, stderr) = common::run_to_exit(&["serve", "--socket", socket.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("in use by another live process"),
+        "unclear message:\n{stderr}"
+    );
+    assert!(socket.exists(), "the live server's socket was removed");
+}
+
+#[test]
 fn a_file_that_is_not_a_socket_is_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("important.txt");

@@ -286,14 +286,33 @@ fn remove_stale(path: &Path) -> Result<(), SocketError> {
     if !meta.file_type().is_socket() {
         return Err(SocketError::NotASocket(path.to_owned()));
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(SocketError::InUse(SocketAddress::Path(path.to_owned()))),
-        Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
+    match probe(path) {
+        // EAGAIN: a live server whose queue of connections not yet accepted is full (a
+        // blocking connect would wait for it, and this start would hang).
+        Ok(()) | Err(rustix::io::Errno::AGAIN) => {
+            Err(SocketError::InUse(SocketAddress::Path(path.to_owned())))
+        }
+        Err(rustix::io::Errno::CONNREFUSED) => {
             tracing::info!(path = %path.display(), "removing a stale socket left by an earlier run");
             std::fs::remove_file(path).map_err(io_error("cannot remove the stale socket", path))
         }
-        Err(err) => Err(io_error("cannot probe the existing socket", path)(err)),
+        Err(err) => Err(io_error("cannot probe the existing socket", path)(
+            err.into(),
+        )),
     }
+}
+
+/// Connects to the socket at `path` without waiting: `Ok` when a server accepted the
+/// connection into its queue.
+fn probe(path: &Path) -> Result<(), rustix::io::Errno> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let socket = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    rustix::net::connect(&socket, &SocketAddrUnix::new(path)?)
 }
 
 fn bind_abstract(name: &str, allowed_uids: &[u32]) -> Result<Listener, SocketError> {
