@@ -335,7 +335,8 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "URL")]
     pub issuer: Option<String>,
 
-    /// Check the signature and other claims of a token whose exp has passed (or nbf not come).
+    /// Check the signature and other claims of a token whose exp has passed, or that has none
+    /// (a legacy Secret-based token), or whose nbf or iat has not come.
     #[arg(long)]
     pub allow_expired: bool,
 }

@@ -224,7 +224,20 @@ pub fn verify(token: &str, keys: &[Key], expect: &Expectations) -> Result<Verifi
         Algorithm::ES512 => return Err(VerifyError::Unsupported(alg)),
     };
     let mut validation = Validation::new(jwt_alg);
-    validation.set_required_spec_claims::<&str>(&[]);
+    // jsonwebtoken checks `aud` and `iss` only when they are present as strings: a claim the
+    // caller asked for must be required too, or a token without it passes.
+    let mut required = Vec::new();
+    if !expect.allow_expired {
+        required.push("exp");
+    }
+    if !expect.audiences.is_empty() {
+        required.push("aud");
+    }
+    if expect.issuer.is_some() {
+        required.push("iss");
+    }
+    validation.set_required_spec_claims(&required);
+    validation.leeway = LEEWAY_SECS;
     validation.validate_exp = !expect.allow_expired;
     validation.validate_nbf = !expect.allow_expired;
     if expect.audiences.is_empty() {
@@ -251,12 +264,18 @@ pub fn verify(token: &str, keys: &[Key], expect: &Expectations) -> Result<Verifi
         };
         match jsonwebtoken::decode::<serde_json::Value>(token, &decoding, &validation) {
             Ok(data) => {
+                if !expect.allow_expired {
+                    check_issued_at(&data.claims).map_err(|reason| VerifyError::Invalid {
+                        kid: kid.clone(),
+                        reason,
+                    })?;
+                }
                 return Ok(Verified {
                     kid,
                     alg,
                     excluded_from_oidc_discovery: key.exclude_from_oidc_discovery,
                     claims: data.claims,
-                })
+                });
             }
             Err(err) => last_reason = describe(err.kind()),
         }
@@ -265,6 +284,28 @@ pub fn verify(token: &str, keys: &[Key], expect: &Expectations) -> Result<Verifi
         kid,
         reason: last_reason,
     })
+}
+
+/// How far a token's times may be off the local clock: kube-apiserver's verifier (go-jose)
+/// allows a minute, and so does jsonwebtoken by default.
+const LEEWAY_SECS: u64 = 60;
+
+/// kube-apiserver's verifier (go-jose) refuses a token issued in the future; jsonwebtoken does
+/// not look at `iat`.
+fn check_issued_at(claims: &serde_json::Value) -> Result<(), String> {
+    let Some(iat) = claims.get("iat") else {
+        return Ok(());
+    };
+    let iat = iat
+        .as_f64()
+        .ok_or_else(|| "the iat claim has the wrong type".to_owned())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64());
+    if iat > now + LEEWAY_SECS as f64 {
+        return Err("the token was issued in the future (iat is after now; --allow-expired checks it anyway)".to_owned());
+    }
+    Ok(())
 }
 
 /// jsonwebtoken's key from PKIX DER: the subject public key is the PKCS#1 RSAPublicKey for RSA
@@ -296,7 +337,10 @@ fn describe(kind: &ErrorKind) -> String {
         ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidRsaKey(_) | ErrorKind::InvalidKeyFormat => {
             "the published key does not fit the header's alg".into()
         }
-        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no {claim} claim"),
+        ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => "the token has no exp claim (a legacy Secret-based token has none; --allow-expired checks it anyway)".into(),
+        ErrorKind::MissingRequiredClaim(claim) => {
+            format!("the token has no {claim} claim of the form the check needs (a string, or for aud an array of strings)")
+        }
         ErrorKind::InvalidClaimFormat(claim) => format!("the {claim} claim has the wrong type"),
         _ => "the token is malformed".into(),
     }

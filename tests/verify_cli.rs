@@ -249,6 +249,77 @@ async fn verifies_signet_tokens_and_refuses_bad_ones() {
     signer.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_asked_for_must_be_there_and_the_times_must_make_sense() {
+    let active = generated(Algorithm::ES256);
+    let signer = Signer::start(
+        KeySet::new(
+            Some(active.clone()),
+            vec![PublishedKey::of(&active)],
+            SystemTime::now(),
+        )
+        .unwrap(),
+    );
+    let issuer = "https://kubernetes.default.svc.cluster.local";
+    let without = |claim: &str| {
+        let mut claims = claims(now(), 3600);
+        claims.as_object_mut().unwrap().remove(claim);
+        signed_by(&active, &claims)
+    };
+    let with = |claim: &str, value: serde_json::Value| {
+        let mut claims = claims(now(), 3600);
+        claims[claim] = value;
+        signed_by(&active, &claims)
+    };
+    let cases = [
+        (without("aud"), vec!["--audience", issuer], "no aud claim"),
+        (
+            with("aud", 7.into()),
+            vec!["--audience", issuer],
+            "no aud claim",
+        ),
+        (without("iss"), vec!["--issuer", issuer], "no iss claim"),
+        (
+            with("iss", 42.into()),
+            vec!["--issuer", issuer],
+            "no iss claim",
+        ),
+        (without("exp"), vec![], "no exp claim"),
+        (
+            with("iat", (now() + 3600).into()),
+            vec![],
+            "issued in the future",
+        ),
+        (
+            with("iat", "yesterday".into()),
+            vec![],
+            "iat claim has the wrong type",
+        ),
+    ];
+    for (token, flags, reason) in &cases {
+        let mut args = vec!["--token", token.as_str()];
+        args.extend(flags.iter().copied());
+        let (code, _, stderr) = signer.verify(&args, None).await;
+        assert_eq!(code, 1, "{flags:?}, expected {reason:?}: {stderr}");
+        assert!(stderr.contains(reason), "{flags:?}: {stderr}");
+        assert_no_signature(token, &[&stderr]);
+    }
+    // Without the flags, a token lacking aud or iss is fine; --allow-expired takes one with no
+    // exp (a legacy Secret-based token) or one issued ahead of this clock.
+    for (token, flags) in [
+        (without("aud"), vec![]),
+        (without("iss"), vec![]),
+        (without("exp"), vec!["--allow-expired"]),
+        (with("iat", (now() + 3600).into()), vec!["--allow-expired"]),
+    ] {
+        let mut args = vec!["--token", token.as_str()];
+        args.extend(flags.iter().copied());
+        let (code, _, stderr) = signer.verify(&args, None).await;
+        assert_eq!(code, 0, "{flags:?}: {stderr}");
+    }
+    signer.stop().await;
+}
+
 /// A token signed by an independent implementation (jsonwebtoken) with a key whose public half
 /// signet publishes — the `sa.key` migration case — verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
