@@ -236,3 +236,89 @@ fn bench_refuses_a_claims_file_no_grpc_server_would_take() {
         );
     }
 }
+
+/// A peer on a new socket in `dir` that accepts every connection and then does `with` to it,
+/// on a thread of its own (left blocked in `accept` when the test ends).
+fn peer(
+    dir: &Path,
+    with: impl Fn(std::os::unix::net::UnixStream) + Send + 'static,
+) -> std::path::PathBuf {
+    let socket = dir.join("peer.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            with(stream.unwrap());
+        }
+    });
+    socket
+}
+
+#[test]
+fn bench_ends_calls_a_server_never_answers_at_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let holder = held.clone();
+    // Reads nothing, answers nothing, closes nothing: a stuck signer.
+    let socket = peer(dir.path(), move |stream| {
+        holder.lock().unwrap().push(stream)
+    });
+    let output = bench(&[
+        "--socket",
+        socket.to_str().unwrap(),
+        "--concurrency",
+        "2",
+        "--duration",
+        "200ms",
+        "--warmup",
+        "0s",
+        "--timeout",
+        "300ms",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "timeouts make the run fail");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["requests"].as_u64(), Some(2), "{report}");
+    assert_eq!(
+        report["errors_by_code"]["DeadlineExceeded"].as_u64(),
+        Some(2)
+    );
+    assert!(report["error_examples"]["DeadlineExceeded"]
+        .as_str()
+        .unwrap()
+        .contains("--timeout"));
+    assert_eq!(report["throughput_per_second"].as_f64(), Some(0.0));
+}
+
+#[test]
+fn bench_stops_a_task_whose_connection_closed_and_says_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    // Reads the client's connection preface, then goes away: a signer that died.
+    let socket = peer(dir.path(), |mut stream| {
+        use std::io::Read as _;
+        let mut preface = [0u8; 24];
+        let _ = stream.read_exact(&mut preface);
+    });
+    let output = bench(&[
+        "--socket",
+        socket.to_str().unwrap(),
+        "--concurrency",
+        "4",
+        "--duration",
+        "30s",
+        "--warmup",
+        "0s",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    // One failure per task, not a failure per turn of its loop for 30 s.
+    let requests = report["requests"].as_u64().unwrap();
+    assert!((1..=4).contains(&requests), "{report}");
+    assert_eq!(
+        report["errors_by_code"]["Unavailable"].as_u64(),
+        Some(requests),
+        "{report}"
+    );
+}

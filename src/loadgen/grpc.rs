@@ -13,6 +13,8 @@
 //! uncompressed message that decodes, and `grpc-status` 0 in the trailers. Anything else is
 //! counted as an error with its gRPC code, or as `InvalidResponse`.
 
+use std::time::Duration;
+
 use bytes::{Buf as _, Bytes, BytesMut};
 use tonic::codegen::http;
 use tonic::Code;
@@ -60,7 +62,12 @@ impl std::fmt::Debug for Prepared {
 }
 
 impl Prepared {
-    fn new(api: ApiVersion, method: &str, message: &impl prost::Message) -> Self {
+    fn new(
+        api: ApiVersion,
+        method: &str,
+        message: &impl prost::Message,
+        timeout: Duration,
+    ) -> Self {
         let package = match api {
             ApiVersion::V1 => "v1",
             ApiVersion::V1alpha1 => "v1alpha1",
@@ -72,6 +79,7 @@ impl Prepared {
         ))
         .header(http::header::CONTENT_TYPE, "application/grpc")
         .header(http::header::TE, "trailers")
+        .header("grpc-timeout", grpc_timeout(timeout))
         .header(
             http::header::USER_AGENT,
             concat!("signet-bench/", env!("CARGO_PKG_VERSION")),
@@ -102,41 +110,72 @@ fn frame(message: &[u8]) -> Bytes {
 pub(crate) struct Client {
     send: Sender,
     prepared: [Prepared; 3],
+    /// The last Sign header found valid: a signer returns the same header for every token of
+    /// a key, so it is checked once per key, not once per call (the load tool's CPU is taken
+    /// from the signer's cores).
+    valid_header: Option<String>,
+    /// The last FetchKeys and Metadata messages found valid, checked again only when they
+    /// change (a signer serves them from a snapshot).
+    valid_fetch_keys: Option<Bytes>,
+    valid_metadata: Option<Bytes>,
 }
 
 impl Client {
-    pub(crate) fn new(send: Sender, api: ApiVersion, claims: &str) -> Self {
+    /// `timeout` is announced to the server on every call (`grpc-timeout`).
+    pub(crate) fn new(send: Sender, api: ApiVersion, claims: &str, timeout: Duration) -> Self {
         let sign = SignJwtRequest {
             claims: claims.to_owned(),
         };
         // Indexed by `Rpc::index`. The v1alpha1 messages are the v1 messages on the wire.
         let prepared = Rpc::ALL.map(|rpc| match rpc {
-            Rpc::Sign => Prepared::new(api, "Sign", &sign),
-            Rpc::FetchKeys => Prepared::new(api, "FetchKeys", &FetchKeysRequest {}),
-            Rpc::Metadata => Prepared::new(api, "Metadata", &MetadataRequest {}),
+            Rpc::Sign => Prepared::new(api, "Sign", &sign, timeout),
+            Rpc::FetchKeys => Prepared::new(api, "FetchKeys", &FetchKeysRequest {}, timeout),
+            Rpc::Metadata => Prepared::new(api, "Metadata", &MetadataRequest {}, timeout),
         });
-        Self { send, prepared }
+        Self {
+            send,
+            prepared,
+            valid_header: None,
+            valid_fetch_keys: None,
+            valid_metadata: None,
+        }
     }
 
-    /// Makes one call and checks its answer.
+    /// Makes one call and checks its answer as kube-apiserver checks it (the wire contract's
+    /// sections 3 and 4); a signature is not verified (the apiserver does not either).
     pub(crate) async fn call(&mut self, rpc: Rpc) -> Result<(), CallError> {
         let message = self.exchange(rpc).await?;
         match rpc {
             Rpc::Sign => {
                 let response = decode::<SignJwtResponse>(message)?;
-                if response.header.is_empty() || response.signature.is_empty() {
+                if response.signature.is_empty() {
                     return Err(CallError::InvalidResponse(
-                        "Sign returned an empty header or signature",
+                        "Sign returned an empty signature",
                     ));
+                }
+                if self.valid_header.as_deref() != Some(response.header.as_str()) {
+                    check_sign_header(&response.header).map_err(CallError::InvalidResponse)?;
+                    self.valid_header = Some(response.header);
                 }
             }
             Rpc::FetchKeys => {
-                if decode::<FetchKeysResponse>(message)?.keys.is_empty() {
-                    return Err(CallError::InvalidResponse("FetchKeys returned no keys"));
+                if self.valid_fetch_keys.as_ref() != Some(&message) {
+                    check_fetch_keys(&decode::<FetchKeysResponse>(message.clone())?)
+                        .map_err(CallError::InvalidResponse)?;
+                    self.valid_fetch_keys = Some(message);
                 }
             }
             Rpc::Metadata => {
-                decode::<MetadataResponse>(message)?;
+                if self.valid_metadata.as_ref() != Some(&message) {
+                    if decode::<MetadataResponse>(message.clone())?.max_token_expiration_seconds
+                        < MIN_MAX_TOKEN_EXPIRATION_SECS
+                    {
+                        return Err(CallError::InvalidResponse(
+                            "Metadata's max_token_expiration_seconds is under 600",
+                        ));
+                    }
+                    self.valid_metadata = Some(message);
+                }
             }
         }
         Ok(())
@@ -145,13 +184,14 @@ impl Client {
     /// Sends the prepared request and returns the one message of a successful answer.
     async fn exchange(&mut self, rpc: Rpc) -> Result<Bytes, CallError> {
         let prepared = &self.prepared[rpc.index()];
+        // A failure to open a stream is the connection's, whatever h2 calls it.
         std::future::poll_fn(|cx| self.send.poll_ready(cx))
             .await
-            .map_err(transport)?;
+            .map_err(connection_lost)?;
         let (response, mut request_body) = self
             .send
             .send_request(prepared.head.clone(), false)
-            .map_err(transport)?;
+            .map_err(connection_lost)?;
         request_body
             .send_data(prepared.message.clone(), true)
             .map_err(transport)?;
@@ -200,6 +240,70 @@ impl Client {
     }
 }
 
+/// kube-apiserver refuses a signer whose Metadata reports less (`MinTokenAgeSec`).
+const MIN_MAX_TOKEN_EXPIRATION_SECS: i64 = 600;
+
+/// A kid kube-apiserver takes: 1 to 1024 bytes.
+fn kid_fits(kid: &str) -> bool {
+    (1..=1024).contains(&kid.len())
+}
+
+/// The JWS header of a Sign answer, as kube-apiserver decodes it: base64url without padding
+/// of a JSON object with exactly `alg`, `kid` and `typ`.
+fn check_sign_header(header: &str) -> Result<(), &'static str> {
+    use base64::Engine as _;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Header {
+        alg: String,
+        kid: String,
+        typ: String,
+    }
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| "Sign's header is not base64url without padding")?;
+    let header: Header = serde_json::from_slice(&json)
+        .map_err(|_| "Sign's header is not a JSON object of alg, kid and typ alone")?;
+    if !["RS256", "ES256", "ES384", "ES512"].contains(&header.alg.as_str()) {
+        return Err("Sign's header names an alg kube-apiserver does not take");
+    }
+    if header.typ != "JWT" {
+        return Err("Sign's header has a typ other than JWT");
+    }
+    if !kid_fits(&header.kid) {
+        return Err("Sign's header has a kid that is empty or over 1024 bytes");
+    }
+    Ok(())
+}
+
+/// A FetchKeys answer as kube-apiserver checks it: any violation rejects the whole set.
+fn check_fetch_keys(response: &FetchKeysResponse) -> Result<(), &'static str> {
+    use spki::der::Decode as _;
+    // protobuf's Timestamp range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+    const TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+    if response.refresh_hint_seconds <= 0 {
+        return Err("FetchKeys' refresh_hint_seconds is not positive");
+    }
+    match &response.data_timestamp {
+        Some(at)
+            if TIMESTAMP_SECONDS.contains(&at.seconds)
+                && (0..1_000_000_000).contains(&at.nanos) => {}
+        _ => return Err("FetchKeys' data_timestamp is missing or out of range"),
+    }
+    if response.keys.is_empty() {
+        return Err("FetchKeys returned no keys");
+    }
+    for key in &response.keys {
+        if !kid_fits(&key.key_id) {
+            return Err("FetchKeys returned a key_id that is empty or over 1024 bytes");
+        }
+        if spki::SubjectPublicKeyInfoRef::from_der(&key.key).is_err() {
+            return Err("FetchKeys returned a key that is not PKIX DER");
+        }
+    }
+    Ok(())
+}
+
 /// The one message of a unary answer.
 fn unframe(mut received: Bytes) -> Result<Bytes, CallError> {
     if received.len() < 5 {
@@ -226,10 +330,28 @@ fn decode<M: prost::Message + Default>(message: Bytes) -> Result<M, CallError> {
         .map_err(|_| CallError::InvalidResponse("the response message does not decode"))
 }
 
-/// A failure below gRPC (the connection, or a stream reset), mapped to the code gRPC clients
-/// give it (an `h2` reset reason maps as the gRPC HTTP/2 spec says).
+/// A failure below gRPC: the connection's (it closed, or the server sent GOAWAY), or one
+/// stream's reset, mapped to the code gRPC clients give it (a reset reason maps as the gRPC
+/// HTTP/2 spec says).
 fn transport(err: h2::Error) -> CallError {
+    if err.is_io() || err.is_go_away() {
+        return connection_lost(err);
+    }
     tonic::Status::from_error(Box::new(err)).into()
+}
+
+fn connection_lost(err: h2::Error) -> CallError {
+    CallError::ConnectionLost(format!("the connection closed: {err}"))
+}
+
+/// `grpc-timeout`'s form: at most 8 digits and a unit; milliseconds unless that needs more.
+fn grpc_timeout(timeout: Duration) -> String {
+    let millis = timeout.as_millis().max(1);
+    if millis < 100_000_000 {
+        format!("{millis}m")
+    } else {
+        format!("{}S", timeout.as_secs())
+    }
 }
 
 /// gRPC's mapping of an HTTP status without a `grpc-status` to a code
@@ -274,6 +396,13 @@ mod tests {
         }
     }
 
+    #[test]
+    fn grpc_timeout_has_at_most_eight_digits() {
+        assert_eq!(grpc_timeout(Duration::from_micros(10)), "1m");
+        assert_eq!(grpc_timeout(Duration::from_secs(60)), "60000m");
+        assert_eq!(grpc_timeout(Duration::from_secs(100_000)), "100000S");
+    }
+
     fn framed(message: &impl prost::Message) -> Bytes {
         frame(&message.encode_to_vec())
     }
@@ -287,6 +416,7 @@ mod tests {
             &SignJwtRequest {
                 claims: claims.to_owned(),
             },
+            Duration::from_secs(10),
         );
         let shown = format!("{sign:?}");
         assert!(!shown.contains(claims), "{shown}");
@@ -294,11 +424,23 @@ mod tests {
         assert!(shown.contains(&sign.message.len().to_string()), "{shown}");
     }
 
+    /// base64url of `{"alg":"ES256","kid":"k1","typ":"JWT"}`.
+    const HEADER: &str = "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0";
+
     fn signed() -> Bytes {
+        signed_with(HEADER)
+    }
+
+    fn signed_with(header: &str) -> Bytes {
         framed(&SignJwtResponse {
-            header: "eyJhbGciOiJFUzI1NiJ9".into(),
+            header: header.into(),
             signature: "c2ln".into(),
         })
+    }
+
+    fn b64(json: &str) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
     }
 
     /// What the server saw of the call.
@@ -361,7 +503,7 @@ mod tests {
             (seen, driver)
         });
         let send = handshake(client_io).await.unwrap();
-        let mut client = Client::new(send, api, "Y2xhaW1z");
+        let mut client = Client::new(send, api, "Y2xhaW1z", Duration::from_secs(10));
         // A client that never sends a whole call, or never sees the answer, fails the test
         // instead of hanging it.
         let outcome = tokio::time::timeout(DEADLINE, client.call(rpc))
@@ -388,6 +530,7 @@ mod tests {
             assert_eq!(seen.head.uri.authority().unwrap().as_str(), "localhost");
             assert_eq!(seen.head.headers["content-type"], "application/grpc");
             assert_eq!(seen.head.headers["te"], "trailers");
+            assert_eq!(seen.head.headers["grpc-timeout"], "10000m");
             // The whole message in one DATA frame, which ends the stream.
             assert_eq!(seen.data_frames, 1);
             let request = SignJwtRequest::decode(unframe(seen.message).unwrap()).unwrap();
@@ -395,27 +538,66 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn fetch_keys_and_metadata_answers_are_checked() {
-        let keys = framed(&FetchKeysResponse {
+    /// A FetchKeys answer kube-apiserver takes, with one real P-256 key.
+    fn valid_key_set() -> FetchKeysResponse {
+        let (key, _) =
+            crate::keys::LocalKey::generate(crate::keys::Algorithm::ES256, 2048).unwrap();
+        let key = crate::keys::SigningKey::new(std::sync::Arc::new(key));
+        FetchKeysResponse {
             keys: vec![crate::api::v1::Key {
-                key_id: "k".into(),
-                key: Bytes::from_static(&[1]),
+                key_id: key.kid().into(),
+                key: key.public_key_der().clone(),
                 exclude_from_oidc_discovery: false,
             }],
-            data_timestamp: None,
+            data_timestamp: Some(prost_types::Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 0,
+            }),
             refresh_hint_seconds: 60,
-        });
-        let (outcome, seen) = call(ApiVersion::V1, Rpc::FetchKeys, ok(keys)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn fetch_keys_and_metadata_answers_are_checked() {
+        let (outcome, seen) =
+            call(ApiVersion::V1, Rpc::FetchKeys, ok(framed(&valid_key_set()))).await;
         assert_eq!(outcome, Ok(()));
         assert_eq!(seen.head.uri.path(), "/v1.ExternalJWTSigner/FetchKeys");
 
-        let no_keys = framed(&FetchKeysResponse::default());
-        let (outcome, _) = call(ApiVersion::V1, Rpc::FetchKeys, ok(no_keys)).await;
-        assert_eq!(
-            outcome,
-            Err(CallError::InvalidResponse("FetchKeys returned no keys"))
-        );
+        type Breaks = fn(&mut FetchKeysResponse);
+        let broken: [(Breaks, &str); 7] = [
+            (|r| r.keys.clear(), "FetchKeys returned no keys"),
+            (
+                |r| r.refresh_hint_seconds = 0,
+                "FetchKeys' refresh_hint_seconds is not positive",
+            ),
+            (
+                |r| r.data_timestamp = None,
+                "FetchKeys' data_timestamp is missing or out of range",
+            ),
+            (
+                |r| r.data_timestamp.as_mut().unwrap().nanos = 1_000_000_000,
+                "FetchKeys' data_timestamp is missing or out of range",
+            ),
+            (
+                |r| r.keys[0].key_id = String::new(),
+                "FetchKeys returned a key_id that is empty or over 1024 bytes",
+            ),
+            (
+                |r| r.keys[0].key_id = "k".repeat(1025),
+                "FetchKeys returned a key_id that is empty or over 1024 bytes",
+            ),
+            (
+                |r| r.keys[0].key = Bytes::from_static(b"-----BEGIN PUBLIC KEY-----"),
+                "FetchKeys returned a key that is not PKIX DER",
+            ),
+        ];
+        for (breaks, expected) in broken {
+            let mut response = valid_key_set();
+            breaks(&mut response);
+            let (outcome, _) = call(ApiVersion::V1, Rpc::FetchKeys, ok(framed(&response))).await;
+            assert_eq!(outcome, Err(CallError::InvalidResponse(expected)));
+        }
 
         let metadata = framed(&MetadataResponse {
             max_token_expiration_seconds: 3600,
@@ -423,6 +605,16 @@ mod tests {
         let (outcome, seen) = call(ApiVersion::V1alpha1, Rpc::Metadata, ok(metadata)).await;
         assert_eq!(outcome, Ok(()));
         assert_eq!(seen.head.uri.path(), "/v1alpha1.ExternalJWTSigner/Metadata");
+        let too_short = framed(&MetadataResponse {
+            max_token_expiration_seconds: 599,
+        });
+        let (outcome, _) = call(ApiVersion::V1, Rpc::Metadata, ok(too_short)).await;
+        assert_eq!(
+            outcome,
+            Err(CallError::InvalidResponse(
+                "Metadata's max_token_expiration_seconds is under 600"
+            ))
+        );
     }
 
     #[tokio::test]
@@ -513,8 +705,49 @@ mod tests {
                 CallError::InvalidResponse("the response message does not decode"),
             ),
             (
-                ok(framed(&SignJwtResponse::default())),
-                CallError::InvalidResponse("Sign returned an empty header or signature"),
+                ok(framed(&SignJwtResponse {
+                    header: HEADER.into(),
+                    signature: String::new(),
+                })),
+                CallError::InvalidResponse("Sign returned an empty signature"),
+            ),
+            (
+                ok(signed_with(&format!("{HEADER}="))),
+                CallError::InvalidResponse("Sign's header is not base64url without padding"),
+            ),
+            (
+                ok(signed_with(&b64(
+                    r#"{"alg":"ES256","kid":"k1","typ":"JWT","x5u":"u"}"#,
+                ))),
+                CallError::InvalidResponse(
+                    "Sign's header is not a JSON object of alg, kid and typ alone",
+                ),
+            ),
+            (
+                ok(signed_with(&b64(r#"{"alg":"ES256","kid":"k1"}"#))),
+                CallError::InvalidResponse(
+                    "Sign's header is not a JSON object of alg, kid and typ alone",
+                ),
+            ),
+            (
+                ok(signed_with(&b64(
+                    r#"{"alg":"HS256","kid":"k1","typ":"JWT"}"#,
+                ))),
+                CallError::InvalidResponse(
+                    "Sign's header names an alg kube-apiserver does not take",
+                ),
+            ),
+            (
+                ok(signed_with(&b64(
+                    r#"{"alg":"ES256","kid":"k1","typ":"at+jwt"}"#,
+                ))),
+                CallError::InvalidResponse("Sign's header has a typ other than JWT"),
+            ),
+            (
+                ok(signed_with(&b64(r#"{"alg":"ES256","kid":"","typ":"JWT"}"#))),
+                CallError::InvalidResponse(
+                    "Sign's header has a kid that is empty or over 1024 bytes",
+                ),
             ),
         ];
         for (answer, expected) in cases {

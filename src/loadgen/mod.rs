@@ -87,6 +87,11 @@ pub struct BenchArgs {
     /// kube-apiserver does not spin; the default measures what a sleeping client sees.
     #[arg(long)]
     pub spin: bool,
+
+    /// How long a call may take before it counts as a DeadlineExceeded error (sent to the
+    /// server as `grpc-timeout`, as gRPC clients do); at most 60s.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -160,6 +165,8 @@ pub enum BenchError {
     Socket(String),
     #[error("--duration must be more than zero")]
     ZeroDuration,
+    #[error("--timeout must be more than zero and at most {}s (the longest latency recorded)", MAX_TIMEOUT.as_secs())]
+    Timeout,
     #[error("cannot read --claims-file {path}: {source}")]
     ClaimsFile {
         path: PathBuf,
@@ -180,6 +187,7 @@ impl BenchError {
         match self {
             BenchError::Socket(_)
             | BenchError::ZeroDuration
+            | BenchError::Timeout
             | BenchError::ClaimsFile { .. }
             | BenchError::EmptyClaims(_)
             | BenchError::ClaimsTooLarge(_) => ExitCode::from(EXIT_CONFIG),
@@ -202,6 +210,8 @@ pub struct LoadPlan {
     pub claims: String,
     /// Poll without sleeping while the run lasts (`--spin`).
     pub spin: bool,
+    /// The longest a call may take (`--timeout`).
+    pub timeout: Duration,
 }
 
 impl fmt::Debug for LoadPlan {
@@ -219,6 +229,7 @@ impl fmt::Debug for LoadPlan {
                 &format_args!("<{} bytes redacted>", self.claims.len()),
             )
             .field("spin", &self.spin)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -228,6 +239,9 @@ impl LoadPlan {
         let socket = SocketAddress::parse(&args.socket).map_err(BenchError::Socket)?;
         if args.duration.is_zero() {
             return Err(BenchError::ZeroDuration);
+        }
+        if args.timeout.is_zero() || args.timeout > MAX_TIMEOUT {
+            return Err(BenchError::Timeout);
         }
         let claims = match &args.claims_file {
             None => DEFAULT_CLAIMS.to_owned(),
@@ -250,9 +264,13 @@ impl LoadPlan {
             duration: args.duration,
             claims,
             spin: args.spin,
+            timeout: args.timeout,
         })
     }
 }
+
+/// The longest `--timeout`: the latency histogram's range.
+const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The largest `--claims-file` taken: gRPC servers refuse a larger message by default
 /// (4 MiB), so every call would measure only the refusal. Reading stops past it, so a huge
@@ -349,7 +367,12 @@ pub async fn run(plan: &LoadPlan, progress: Progress) -> Result<Report, BenchErr
         let send = grpc::handshake(io)
             .await
             .map_err(|err| connect_failed(&plan.socket, &err))?;
-        clients.push(grpc::Client::new(send, plan.api, &plan.claims));
+        clients.push(grpc::Client::new(
+            send,
+            plan.api,
+            &plan.claims,
+            plan.timeout,
+        ));
     }
 
     let counters = Arc::new(Counters::default());
@@ -365,6 +388,7 @@ pub async fn run(plan: &LoadPlan, progress: Progress) -> Result<Report, BenchErr
             rpc: plan.rpc,
             // Stagger the mix so that tasks do not all call FetchKeys at the same moment.
             first_call: u64::from(task) * 37,
+            timeout: plan.timeout,
             timing,
             counters: counters.clone(),
         };
@@ -501,6 +525,9 @@ enum CallError {
     /// The server answered with something kube-apiserver would reject: not gRPC, no status,
     /// a malformed or empty message.
     InvalidResponse(&'static str),
+    /// The connection closed (the server went away, or sent GOAWAY): reported as
+    /// `Unavailable`, as gRPC clients do, and the task that met it stops.
+    ConnectionLost(String),
 }
 
 impl CallError {
@@ -508,12 +535,13 @@ impl CallError {
         match self {
             CallError::Status(code, _) => format!("{code:?}"),
             CallError::InvalidResponse(_) => "InvalidResponse".to_owned(),
+            CallError::ConnectionLost(_) => format!("{:?}", tonic::Code::Unavailable),
         }
     }
 
     fn message(&self) -> String {
         match self {
-            CallError::Status(_, message) => message.clone(),
+            CallError::Status(_, message) | CallError::ConnectionLost(message) => message.clone(),
             CallError::InvalidResponse(why) => (*why).to_owned(),
         }
     }
@@ -545,6 +573,7 @@ struct Counters {
 struct Job {
     rpc: RpcChoice,
     first_call: u64,
+    timeout: Duration,
     timing: Timing,
     counters: Arc<Counters>,
 }
@@ -560,15 +589,28 @@ impl Job {
             }
             let rpc = self.rpc.pick(n);
             n += 1;
-            let outcome = client.call(rpc).await;
+            let outcome = tokio::time::timeout(self.timeout, client.call(rpc))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(CallError::Status(
+                        tonic::Code::DeadlineExceeded,
+                        format!("no answer within {:?} (--timeout)", self.timeout),
+                    ))
+                });
             let finished = Instant::now();
             self.counters.calls.fetch_add(1, Ordering::Relaxed);
             if outcome.is_err() {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
             }
-            if started >= self.timing.measure_from {
+            // A closed connection carries no more calls: retrying on it would only count
+            // the same failure as fast as the loop turns.
+            let connection_lost = matches!(outcome, Err(CallError::ConnectionLost(_)));
+            if started >= self.timing.measure_from || connection_lost {
                 tally.record(rpc, outcome, finished - started);
                 tally.last_finish = Some(tally.last_finish.map_or(finished, |t| t.max(finished)));
+            }
+            if connection_lost {
+                break;
             }
         }
         tally

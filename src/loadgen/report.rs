@@ -49,6 +49,7 @@ pub struct RpcReport {
     pub errors_by_code: BTreeMap<String, u64>,
     /// One server message per error code, to explain it.
     pub error_examples: BTreeMap<String, String>,
+    /// Successful calls per second of the measured window (errors are not throughput).
     pub throughput_per_second: f64,
     /// Latency of successful calls; absent when none succeeded.
     pub latency_us: Option<LatencySummary>,
@@ -213,7 +214,7 @@ fn rpc_report(
             .iter()
             .map(|(k, v)| (k.clone(), v.example.clone()))
             .collect(),
-        throughput_per_second: (requests as f64 / seconds).round(),
+        throughput_per_second: (latency.len() as f64 / seconds).round(),
         latency_us: LatencySummary::of(latency),
     }
 }
