@@ -172,6 +172,36 @@ impl Fixture {
             .map(|k| k.kid.to_string())
             .collect()
     }
+    /// The lifecycle's record of the key `kid`.
+    async fn record_of(&self, kid: &str) -> signet::lifecycle::KeyRecord {
+        self.lifecycle
+            .list()
+            .await
+            .into_iter()
+            .find(|r| r.kid == kid)
+            .unwrap()
+    }
+    /// Each key's kid and state, as the lifecycle lists them.
+    async fn listed_states(&self) -> Vec<(String, KeyState)> {
+        self.lifecycle
+            .list()
+            .await
+            .into_iter()
+            .map(|r| (r.kid, r.state))
+            .collect()
+    }
+    /// Each key's kid and state, as the state store holds them.
+    fn saved_states(&self) -> Vec<(String, KeyState)> {
+        self.store
+            .inner
+            .load()
+            .unwrap()
+            .unwrap()
+            .keys
+            .iter()
+            .map(|k| (k.kid.clone(), k.state))
+            .collect()
+    }
     fn data_timestamp(&self) -> SystemTime {
         self.lifecycle.keyring().snapshot().changed_at()
     }
@@ -255,13 +285,7 @@ async fn a_retired_key_stays_published_for_max_expiration_leeway_and_refresh_aft
     f.clock.advance(LEAD);
     f.lifecycle.promote(false).await.unwrap();
     let retired_at = t0() + LEAD;
-    let record = f
-        .lifecycle
-        .list()
-        .await
-        .into_iter()
-        .find(|r| r.kid == old)
-        .unwrap();
+    let record = f.record_of(&old).await;
     assert_eq!(record.state, KeyState::Retired);
     assert_eq!(record.retired_at, Some(retired_at));
     let due = retired_at + MAX_EXP + VERIFIER_LEEWAY + REFRESH;
@@ -499,19 +523,8 @@ async fn a_change_saved_but_not_made_durable_is_served_as_the_file_holds_it() {
     assert_eq!(state_of(&old), KeyState::Retired);
     assert_eq!(f.signing_kid(), next);
     assert!(f.sign().is_ok());
-    let listed: Vec<(String, KeyState)> = f
-        .lifecycle
-        .list()
-        .await
-        .into_iter()
-        .map(|r| (r.kid, r.state))
-        .collect();
-    let in_file: Vec<(String, KeyState)> = saved
-        .keys
-        .iter()
-        .map(|k| (k.kid.clone(), k.state))
-        .collect();
-    assert_eq!(listed, in_file);
+    let listed = f.listed_states().await;
+    assert_eq!(listed, f.saved_states());
     // Both stay in FetchKeys: the retired key verifies the tokens it signed.
     let mut published = f.published();
     published.sort();
@@ -922,25 +935,13 @@ async fn an_admin_change_whose_caller_goes_away_still_completes_and_is_served() 
     // The listing waits for the change in progress; then what this process serves is what
     // the state holds. Cut between the save and the publish, the old key would go on
     // signing after the time the state records as its retirement.
-    let listed: Vec<(String, KeyState)> = f
-        .lifecycle
-        .list()
-        .await
-        .into_iter()
-        .map(|r| (r.kid, r.state))
-        .collect();
+    let listed = f.listed_states().await;
     assert_eq!(
         listed,
         [(old, KeyState::Retired), (next.clone(), KeyState::Active)]
     );
     assert_eq!(f.signing_kid(), next);
-    let saved = f.store.inner.load().unwrap().unwrap();
-    let in_file: Vec<(String, KeyState)> = saved
-        .keys
-        .iter()
-        .map(|k| (k.kid.clone(), k.state))
-        .collect();
-    assert_eq!(listed, in_file);
+    assert_eq!(listed, f.saved_states());
 }
 
 #[tokio::test]
@@ -953,13 +954,7 @@ async fn the_old_key_retires_when_a_promote_now_rotation_ends_not_when_it_began(
     *f.backend.generate_takes.lock().unwrap() = Some((f.clock.clone(), generation));
     let promoted = f.lifecycle.rotate(None, true).await.unwrap();
     assert_eq!(promoted.activated_at, Some(t0() + generation));
-    let retired = f
-        .lifecycle
-        .list()
-        .await
-        .into_iter()
-        .find(|r| r.kid == old)
-        .unwrap();
+    let retired = f.record_of(&old).await;
     assert_eq!(retired.retired_at, Some(t0() + generation));
     assert_eq!(
         retired.removal_due,
