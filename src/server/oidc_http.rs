@@ -7,11 +7,14 @@
 //! It serves public data only and changes nothing. It must never return, log or keep a token or
 //! a signature: the health check's dummy token is dropped as soon as it is checked, and its
 //! answer is "ok" or a short reason.
+//!
+//! It may face an untrusted network, so `/healthz` signs at most once a second, one check at a
+//! time, whatever its clients do.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,6 +26,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::config::OidcHttpConfig;
 use crate::jwks::{OidcDocumentBodies, OidcDocuments};
@@ -69,13 +73,28 @@ pub struct OidcHttpServer {
 #[derive(Debug)]
 struct State {
     documents: OidcDocuments,
-    signer: Arc<TokenSigner>,
     /// `public, max-age=<refresh hint>`: a relying party re-reads as often as the apiserver.
     cache_control: HeaderValue,
-    /// The last health verdict and when it was reached; the lock also makes probes that
-    /// arrive together share one sign.
-    health: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+    health: Arc<Health>,
 }
+
+/// `/healthz`'s check, run at most once per [`HEALTH_MIN_INTERVAL`] and never twice at once.
+#[derive(Debug)]
+struct Health {
+    signer: Arc<TokenSigner>,
+    /// Never held across an await.
+    state: Mutex<HealthState>,
+}
+
+#[derive(Debug, Default)]
+struct HealthState {
+    /// The last verdict and when it was reached.
+    last: Option<(Instant, Verdict)>,
+    /// The check in flight, if any; it sends its verdict here.
+    running: Option<watch::Receiver<Option<Verdict>>>,
+}
+
+type Verdict = Result<(), String>;
 
 impl OidcHttpServer {
     /// Binds `config.listen` (port 0 picks a free port: see [`Self::local_addr`]).
@@ -108,9 +127,11 @@ impl OidcHttpServer {
             local_addr,
             state: Arc::new(State {
                 documents,
-                signer,
                 cache_control,
-                health: tokio::sync::Mutex::new(None),
+                health: Arc::new(Health {
+                    signer,
+                    state: Mutex::default(),
+                }),
             }),
         })
     }
@@ -194,7 +215,7 @@ async fn route(state: &State, request: &Request<Incoming>) -> Response<Full<Byte
         OPENID_CONFIGURATION_PATH => {
             state.document("application/json", |docs| docs.openid_configuration.clone())
         }
-        _ => match state.health().await {
+        _ => match state.health.verdict().await {
             Ok(()) => plain(StatusCode::OK, "ok"),
             Err(reason) => plain(StatusCode::SERVICE_UNAVAILABLE, &reason),
         },
@@ -231,25 +252,54 @@ impl State {
             Err(err) => plain(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
         }
     }
+}
 
-    /// The health verdict: fresh if the last one is older than [`HEALTH_MIN_INTERVAL`].
-    async fn health(&self) -> Result<(), String> {
-        let mut last = self.health.lock().await;
-        if let Some((at, verdict)) = &*last {
-            if at.elapsed() < HEALTH_MIN_INTERVAL {
-                return verdict.clone();
+impl Health {
+    /// The last verdict if younger than [`HEALTH_MIN_INTERVAL`], else that of the check in
+    /// flight, started here if none is.
+    async fn verdict(self: &Arc<Self>) -> Verdict {
+        let mut running = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((at, verdict)) = &state.last {
+                if at.elapsed() < HEALTH_MIN_INTERVAL {
+                    return verdict.clone();
+                }
             }
-        }
-        let signer = self.signer.clone();
-        // A backend may block while signing (an HSM, a KMS): keep it off the executor.
-        let verdict = tokio::task::spawn_blocking(move || sign_and_verify(&signer))
-            .await
-            .unwrap_or_else(|_| Err("the health check panicked".to_owned()));
-        if let Err(reason) = &verdict {
-            tracing::warn!(reason = %reason, "health check failed");
-        }
-        *last = Some((Instant::now(), verdict.clone()));
+            state
+                .running
+                .get_or_insert_with(|| Arc::clone(self).start())
+                .clone()
+        };
+        let verdict = match running.wait_for(Option::is_some).await {
+            Ok(verdict) => verdict.clone().expect("waited for a verdict"),
+            // The runtime is shutting down.
+            Err(_) => Err("the health check was abandoned".to_owned()),
+        };
         verdict
+    }
+
+    /// Starts a check in a task of its own, which records its verdict itself: hyper drops a
+    /// request's future when its client disconnects, and a check tied to it would be abandoned
+    /// with its verdict unrecorded, so that a client connecting and hanging up in a loop would
+    /// start a signature each time.
+    fn start(self: Arc<Self>) -> watch::Receiver<Option<Verdict>> {
+        let (done, running) = watch::channel(None);
+        tokio::spawn(async move {
+            let signer = Arc::clone(&self.signer);
+            // A backend may block while signing (an HSM, a KMS): keep it off the executor.
+            let verdict = tokio::task::spawn_blocking(move || sign_and_verify(&signer))
+                .await
+                .unwrap_or_else(|_| Err("the health check panicked".to_owned()));
+            if let Err(reason) = &verdict {
+                tracing::warn!(reason = %reason, "health check failed");
+            }
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.last = Some((Instant::now(), verdict.clone()));
+            state.running = None;
+            drop(state);
+            done.send_replace(Some(verdict));
+        });
+        running
     }
 }
 
