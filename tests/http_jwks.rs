@@ -1,9 +1,9 @@
 //! `--http-listen`: the OIDC discovery documents and `/healthz` over real HTTP on 127.0.0.1,
 //! checked against FetchKeys over the real Unix socket and with an independent verifier
 //! (jsonwebtoken fed the served JWK Set) and against the JWKs the tests' own verifier builds
-//! from the FetchKeys DER. Then `/healthz` probes that hang up or arrive together. The last
-//! tests run the `signet` binary itself: flag checks (exit 64), a clear bind error, and HTTP
-//! stopping with gRPC on SIGTERM.
+//! from the FetchKeys DER. Then what an untrusted client can take: `/healthz` probes that hang
+//! up, connections beyond the limit or open too long. The last tests run the `signet` binary
+//! itself: flag checks (exit 64), a clear bind error, and HTTP stopping with gRPC on SIGTERM.
 
 mod common;
 
@@ -35,7 +35,7 @@ use signet::keyring::{KeyRing, KeySet, PublishedKey};
 use signet::keys::{
     pkcs8_from_pem, Algorithm, JwsSignature, JwsSigner, KeyError, LocalKey, SigningKey,
 };
-use signet::server::{Listener, OidcHttpServer};
+use signet::server::{ConnectionLimits, Listener, OidcHttpServer};
 use signet::signer::TokenSigner;
 
 const ISSUER: &str = "https://issuer.example/cluster-1";
@@ -95,6 +95,10 @@ struct Signet {
 
 impl Signet {
     async fn start(keys: KeySet) -> Self {
+        Self::start_with(keys, ConnectionLimits::default()).await
+    }
+
+    async fn start_with(keys: KeySet, limits: ConnectionLimits) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("signet.sock");
         let refresh_hint = format!("{REFRESH_HINT_SECS}s");
@@ -122,7 +126,8 @@ impl Signet {
             Listener::bind(&config.socket, config.socket_mode, &config.allowed_uids).unwrap();
         let http = OidcHttpServer::bind(config.oidc_http.as_ref().unwrap(), signer.clone())
             .await
-            .unwrap();
+            .unwrap()
+            .with_limits(limits);
         let http_addr = http.local_addr();
         let (grpc_stop, grpc_stopped) = oneshot::channel::<()>();
         let (http_stop, http_stopped) = oneshot::channel::<()>();
@@ -240,24 +245,40 @@ impl HttpResponse {
 
 /// One HTTP/1.1 request on a fresh connection, with hyper's client.
 async fn request(addr: SocketAddr, method: Method, path: &str) -> HttpResponse {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    try_request(addr, method, path)
         .await
-        .unwrap();
-    tokio::spawn(connection);
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(http::header::HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let (parts, body) = response.into_parts();
-    HttpResponse {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
+        .unwrap_or_else(|err| panic!("GET {path}: {err}"))
+}
+
+/// [`request`], failing if the server closes the connection instead of answering; bounded by
+/// [`common::DEADLINE`].
+async fn try_request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+) -> Result<HttpResponse, hyper::Error> {
+    let exchange = async {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await?;
+        let (parts, body) = response.into_parts();
+        Ok(HttpResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await?.to_bytes(),
+        })
+    };
+    tokio::time::timeout(common::DEADLINE, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("no answer to {path} within the deadline"))
 }
 
 /// A request written in full on a connection of its own, its answer not read yet: unlike
@@ -712,6 +733,70 @@ async fn healthz_probes_that_arrive_while_a_check_runs_share_it() {
         );
     }
     assert_eq!(key.signs(), 1);
+    signet.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_beyond_the_limit_is_closed_and_a_freed_slot_serves_again() {
+    let (key, mut events) = GatedKey::new();
+    let limits = ConnectionLimits {
+        max_connections: 1,
+        ..ConnectionLimits::default()
+    };
+    let signet = Signet::start_with(KeySet::single(SigningKey::new(key.clone())), limits).await;
+
+    // The only slot, held for as long as the health check takes.
+    let holder = RawRequest::get(signet.http, "/healthz").await;
+    events.started().await;
+    let refused = try_request(signet.http, Method::GET, "/openid/v1/jwks").await;
+    assert!(
+        refused.is_err(),
+        "a connection beyond the limit was served: {refused:?}"
+    );
+
+    key.open();
+    let answer = holder.answer().await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    // The holder's connection is closed (Connection: close), so its slot is free again.
+    assert_eq!(signet.get("/openid/v1/jwks").await.status, StatusCode::OK);
+    signet.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_cut_off_at_the_connection_lifetime() {
+    let limits = ConnectionLimits {
+        max_connections: 1,
+        lifetime: Duration::from_millis(500),
+    };
+    let signet = Signet::start_with(KeySet::single(key(Algorithm::ES256)), limits).await;
+
+    // Pipelined requests, their answers never read: once the socket buffers fill, the server
+    // cannot write, and stops reading; then the client cannot write either. Only the lifetime
+    // ends the connection, and the client's next write then fails.
+    let mut stalled = TcpStream::connect(signet.http).await.unwrap();
+    let requests = format!(
+        "GET /openid/v1/jwks HTTP/1.1\r\nHost: {}\r\n\r\n",
+        signet.http
+    )
+    .repeat(1000);
+    let cut_off = tokio::time::timeout(common::DEADLINE, async {
+        loop {
+            if let Err(err) = stalled.write_all(requests.as_bytes()).await {
+                return err;
+            }
+        }
+    })
+    .await
+    .expect("a client that never reads held its connection past the lifetime");
+    assert!(
+        matches!(
+            cut_off.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        "{cut_off}"
+    );
+    // The only slot is free again.
+    assert_eq!(signet.get("/openid/v1/jwks").await.status, StatusCode::OK);
     signet.stop().await;
 }
 

@@ -22,8 +22,8 @@ use crate::lifecycle::{
 use crate::signer::TokenSigner;
 
 pub use oidc_http::{
-    HttpError, OidcHttpServer, HEALTHZ_PATH, JWKS_CONTENT_TYPE, JWKS_PATH,
-    OPENID_CONFIGURATION_PATH,
+    ConnectionLimits, HttpError, OidcHttpServer, CONNECTION_LIFETIME, HEALTHZ_PATH,
+    JWKS_CONTENT_TYPE, JWKS_PATH, MAX_CONNECTIONS, OPENID_CONFIGURATION_PATH,
 };
 pub use socket::{Listener, SocketAddress, SocketError, SocketFile};
 

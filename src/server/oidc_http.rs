@@ -8,8 +8,9 @@
 //! a signature: the health check's dummy token is dropped as soon as it is checked, and its
 //! answer is "ok" or a short reason.
 //!
-//! It may face an untrusted network, so `/healthz` signs at most once a second, one check at a
-//! time, whatever its clients do.
+//! It may face an untrusted network, so what a client can take of signet is bounded: connections
+//! are capped in number and in lifetime; `/healthz` signs at most once a second, one check at a
+//! time.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,7 +27,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::config::OidcHttpConfig;
 use crate::jwks::{OidcDocumentBodies, OidcDocuments};
@@ -43,6 +44,18 @@ pub const JWKS_CONTENT_TYPE: &str = "application/jwk-set+json";
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests here are a line and a few headers; nothing legitimate needs more.
 const MAX_REQUEST_BUFFER: usize = 16 * 1024;
+/// Connections open at once, beyond which new ones are closed as soon as accepted. Each costs a
+/// file descriptor, and signet shares its limit (1024 under systemd) with the apiserver's gRPC
+/// socket and the key store's files: 256 leaves most of it to them, and is far more than the few
+/// relying parties that fetch a JWK Set now and then ever hold open.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a connection may stay open in all. hyper bounds reading a request
+/// ([`HEADER_READ_TIMEOUT`], which also closes a keep-alive connection idle that long) but not
+/// writing a response, so a client that pipelines requests and never reads the answers would
+/// hold its connection, and a [`MAX_CONNECTIONS`] slot, forever. A relying party needs
+/// milliseconds per fetch; one that reuses its connection for longer reconnects, as HTTP
+/// clients do when a server closes a keep-alive connection.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// `/healthz` signs at most once per this interval, however often it is asked: the listener
 /// may face the internet, and a probe must not become a way to burn signing capacity.
 const HEALTH_MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -62,11 +75,30 @@ pub enum HttpError {
     },
 }
 
+/// How many connections the HTTP server holds at once, and for how long each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// See [`MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// See [`CONNECTION_LIFETIME`].
+    pub lifetime: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: MAX_CONNECTIONS,
+            lifetime: CONNECTION_LIFETIME,
+        }
+    }
+}
+
 /// The HTTP listener, bound and ready to serve.
 #[derive(Debug)]
 pub struct OidcHttpServer {
     listener: TcpListener,
     local_addr: SocketAddr,
+    limits: ConnectionLimits,
     state: Arc<State>,
 }
 
@@ -125,6 +157,7 @@ impl OidcHttpServer {
         Ok(Self {
             listener,
             local_addr,
+            limits: ConnectionLimits::default(),
             state: Arc::new(State {
                 documents,
                 cache_control,
@@ -134,6 +167,12 @@ impl OidcHttpServer {
                 }),
             }),
         })
+    }
+
+    /// Replaces the [`ConnectionLimits::default`] limits.
+    pub fn with_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The address actually bound.
@@ -147,6 +186,7 @@ impl OidcHttpServer {
         let Self {
             listener,
             local_addr,
+            limits,
             state,
         } = self;
         tracing::info!(
@@ -160,11 +200,34 @@ impl OidcHttpServer {
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_REQUEST_BUFFER);
         let connections = hyper_util::server::graceful::GracefulShutdown::new();
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        // Warn when the limit is reached, and again only after half the slots have freed: a
+        // flood that keeps the server at its limit logs once, not once per connection.
+        let mut refusing = false;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => {
+                    Ok((stream, peer)) => {
+                        // Full: close at once rather than stop accepting. The client fails
+                        // fast (and retries, or its load balancer tries another signer)
+                        // instead of waiting in the kernel's backlog until its own timeout,
+                        // and a connection its client gave up on never takes a slot.
+                        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                            if !refusing {
+                                refusing = true;
+                                tracing::warn!(
+                                    peer = %peer,
+                                    max_connections = limits.max_connections,
+                                    "too many HTTP connections: closing new ones until some end"
+                                );
+                            }
+                            drop(stream);
+                            continue;
+                        };
+                        if slots.available_permits() >= limits.max_connections / 2 {
+                            refusing = false;
+                        }
                         let state = state.clone();
                         let service = hyper::service::service_fn(move |request| {
                             let state = state.clone();
@@ -172,10 +235,22 @@ impl OidcHttpServer {
                         });
                         let connection =
                             connections.watch(http.serve_connection(TokioIo::new(stream), service));
+                        let lifetime = limits.lifetime;
                         tokio::spawn(async move {
-                            if let Err(err) = connection.await {
-                                tracing::debug!(error = %err, "HTTP connection ended with an error");
+                            match tokio::time::timeout(lifetime, connection).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(err)) => {
+                                    tracing::debug!(error = %err, "HTTP connection ended with an error");
+                                }
+                                Err(_) => tracing::debug!(
+                                    peer = %peer,
+                                    lifetime = ?lifetime,
+                                    "closing an HTTP connection open too long"
+                                ),
                             }
+                            // Freed in the same poll that closed the socket: a client that sees
+                            // its connection end can connect again at once.
+                            drop(slot);
                         });
                     }
                     Err(err) => {
