@@ -2,11 +2,13 @@
 //! checked against FetchKeys over the real Unix socket and with an independent verifier
 //! (jsonwebtoken fed the served JWK Set) and against the JWKs the tests' own verifier builds
 //! from the FetchKeys DER. Then what an untrusted client can take: `/healthz` probes that hang
-//! up, connections beyond the limit or open too long. The last tests run the `signet` binary
-//! itself: flag checks (exit 64), a clear bind error, and HTTP stopping with gRPC on SIGTERM.
+//! up, connections beyond the limit or open too long, HTTP served while the signer's executor is
+//! busy. The last tests run the `signet` binary itself: flag checks (exit 64), a clear bind
+//! error, and HTTP stopping with gRPC on SIGTERM.
 
 mod common;
 
+use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -145,12 +147,16 @@ impl Signet {
                 .await
                 .unwrap();
             }),
-            tokio::spawn(http.serve(
-                async {
-                    let _ = http_stopped.await;
-                },
-                grace,
-            )),
+            tokio::spawn(
+                http.spawn(
+                    async {
+                        let _ = http_stopped.await;
+                    },
+                    grace,
+                )
+                .unwrap()
+                .stopped(),
+            ),
         ];
         Self {
             _dir: dir,
@@ -797,6 +803,27 @@ async fn a_client_that_never_reads_its_answers_is_cut_off_at_the_connection_life
     );
     // The only slot is free again.
     assert_eq!(signet.get("/openid/v1/jwks").await.status, StatusCode::OK);
+    signet.stop().await;
+}
+
+#[tokio::test]
+async fn http_is_served_while_the_signers_executor_is_busy() {
+    let signet = Signet::start(KeySet::single(key(Algorithm::ES256))).await;
+    // This test's runtime is single-threaded, as `signet serve`'s is. Block its only thread, as
+    // a burst of Sign calls keeps it busy: the HTTP server must answer all the same.
+    let mut stream = std::net::TcpStream::connect(signet.http).unwrap();
+    stream.set_read_timeout(Some(common::DEADLINE)).unwrap();
+    write!(
+        stream,
+        "GET /openid/v1/jwks HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        signet.http
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .expect("no answer while the signer's executor was busy");
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     signet.stop().await;
 }
 

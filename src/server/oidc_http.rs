@@ -8,9 +8,9 @@
 //! a signature: the health check's dummy token is dropped as soon as it is checked, and its
 //! answer is "ok" or a short reason.
 //!
-//! It may face an untrusted network, so what a client can take of signet is bounded: connections
-//! are capped in number and in lifetime; `/healthz` signs at most once a second, one check at a
-//! time.
+//! It may face an untrusted network, so what a client can take of signet is bounded: the server
+//! runs on a thread of its own, away from the signer's executor; connections are capped in
+//! number and in lifetime; `/healthz` signs at most once a second, one check at a time.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,7 +27,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::config::OidcHttpConfig;
 use crate::jwks::{OidcDocumentBodies, OidcDocuments};
@@ -73,6 +73,8 @@ pub enum HttpError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start the HTTP server's thread (--http-listen): {0}")]
+    Thread(std::io::Error),
 }
 
 /// How many connections the HTTP server holds at once, and for how long each.
@@ -100,6 +102,20 @@ pub struct OidcHttpServer {
     local_addr: SocketAddr,
     limits: ConnectionLimits,
     state: Arc<State>,
+}
+
+/// The HTTP server running on its own thread ([`OidcHttpServer::spawn`]).
+#[derive(Debug)]
+pub struct OidcHttpThread {
+    /// Never sent: closed when the thread ends, however it ends.
+    ended: oneshot::Receiver<Infallible>,
+}
+
+impl OidcHttpThread {
+    /// Resolves once the server has stopped and drained.
+    pub async fn stopped(self) {
+        let _ = self.ended.await;
+    }
 }
 
 #[derive(Debug)]
@@ -180,9 +196,44 @@ impl OidcHttpServer {
         self.local_addr
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and gives open connections at
-    /// most `grace` to finish.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>, grace: Duration) {
+    /// Serves on a thread of its own until `shutdown` completes, then stops accepting and gives
+    /// open connections at most `grace` to finish.
+    ///
+    /// The thread runs its own single-threaded runtime: the signer's executor is one thread
+    /// (src/main.rs), and HTTP requests from an untrusted network must not queue ahead of the
+    /// apiserver's Sign calls on it.
+    pub fn spawn(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> Result<OidcHttpThread, HttpError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("signet-http")
+            .build()
+            .map_err(HttpError::Thread)?;
+        // The listener is registered with the caller's runtime; move it to the new one.
+        let listener = self.listener.into_std().map_err(HttpError::Thread)?;
+        let listener = {
+            let _entered = runtime.enter();
+            TcpListener::from_std(listener).map_err(HttpError::Thread)?
+        };
+        let server = Self { listener, ..self };
+        let (ended_tx, ended) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("signet-http".to_owned())
+            .spawn(move || {
+                runtime.block_on(server.serve(shutdown, grace));
+                // Dropping the runtime would wait for a health check stuck in a key backend
+                // (an HSM, a KMS), and keep signet from exiting.
+                runtime.shutdown_background();
+                drop(ended_tx);
+            })
+            .map_err(HttpError::Thread)?;
+        Ok(OidcHttpThread { ended })
+    }
+
+    async fn serve(self, shutdown: impl Future<Output = ()>, grace: Duration) {
         let Self {
             listener,
             local_addr,
