@@ -159,8 +159,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
-    // One executor thread for all protocol work, the signing threads (src/api/signing_pool.rs)
-    // for slow signatures. kube-apiserver opens one HTTP/2 connection, so its calls are read
+    // One executor thread for all gRPC work, the signing threads (src/api/signing_pool.rs) for
+    // slow signatures; `--http-listen` has a thread and runtime of its own, so its requests
+    // never queue ahead of a Sign. kube-apiserver opens one HTTP/2 connection, so its calls are read
     // and answered by one task whatever the runtime; a second executor thread only adds
     // cross-thread wake-ups, and with it the busy-poll window cannot keep the socket's
     // readiness from going to whichever thread sleeps in epoll. Measured in BENCHMARKS.md

@@ -1,14 +1,18 @@
 //! `--http-listen`: the OIDC discovery documents and `/healthz` over real HTTP on 127.0.0.1,
 //! checked against FetchKeys over the real Unix socket and with an independent verifier
 //! (jsonwebtoken fed the served JWK Set) and against the JWKs the tests' own verifier builds
-//! from the FetchKeys DER. The last tests run the `signet` binary itself: flag checks (exit 64),
-//! a clear bind error, and HTTP stopping with gRPC on SIGTERM.
+//! from the FetchKeys DER. Then what an untrusted client can take: `/healthz` probes that hang
+//! up, connections beyond the limit or open too long, HTTP served while the signer's executor is
+//! busy. The last tests run the `signet` binary itself: flag checks (exit 64), a clear bind
+//! error, and HTTP stopping with gRPC on SIGTERM.
 
 mod common;
 
+use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -18,8 +22,9 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use common::verifier;
@@ -29,8 +34,10 @@ use signet::api::ExternalJwtSignerService;
 use signet::cli::ServeArgs;
 use signet::config::ServeConfig;
 use signet::keyring::{KeyRing, KeySet, PublishedKey};
-use signet::keys::{pkcs8_from_pem, Algorithm, LocalKey, SigningKey};
-use signet::server::{Listener, OidcHttpServer};
+use signet::keys::{
+    pkcs8_from_pem, Algorithm, JwsSignature, JwsSigner, KeyError, LocalKey, SigningKey,
+};
+use signet::server::{ConnectionLimits, Listener, OidcHttpServer};
 use signet::signer::TokenSigner;
 
 const ISSUER: &str = "https://issuer.example/cluster-1";
@@ -90,6 +97,10 @@ struct Signet {
 
 impl Signet {
     async fn start(keys: KeySet) -> Self {
+        Self::start_with(keys, ConnectionLimits::default()).await
+    }
+
+    async fn start_with(keys: KeySet, limits: ConnectionLimits) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("signet.sock");
         let refresh_hint = format!("{REFRESH_HINT_SECS}s");
@@ -117,7 +128,8 @@ impl Signet {
             Listener::bind(&config.socket, config.socket_mode, &config.allowed_uids).unwrap();
         let http = OidcHttpServer::bind(config.oidc_http.as_ref().unwrap(), signer.clone())
             .await
-            .unwrap();
+            .unwrap()
+            .with_limits(limits);
         let http_addr = http.local_addr();
         let (grpc_stop, grpc_stopped) = oneshot::channel::<()>();
         let (http_stop, http_stopped) = oneshot::channel::<()>();
@@ -135,12 +147,16 @@ impl Signet {
                 .await
                 .unwrap();
             }),
-            tokio::spawn(http.serve(
-                async {
-                    let _ = http_stopped.await;
-                },
-                grace,
-            )),
+            tokio::spawn(
+                http.spawn(
+                    async {
+                        let _ = http_stopped.await;
+                    },
+                    grace,
+                )
+                .unwrap()
+                .stopped(),
+            ),
         ];
         Self {
             _dir: dir,
@@ -235,23 +251,158 @@ impl HttpResponse {
 
 /// One HTTP/1.1 request on a fresh connection, with hyper's client.
 async fn request(addr: SocketAddr, method: Method, path: &str) -> HttpResponse {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    try_request(addr, method, path)
         .await
-        .unwrap();
-    tokio::spawn(connection);
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(http::header::HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let (parts, body) = response.into_parts();
-    HttpResponse {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
+        .unwrap_or_else(|err| panic!("GET {path}: {err}"))
+}
+
+/// [`request`], failing if the server closes the connection instead of answering; bounded by
+/// [`common::DEADLINE`].
+async fn try_request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+) -> Result<HttpResponse, hyper::Error> {
+    let exchange = async {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await?;
+        let (parts, body) = response.into_parts();
+        Ok(HttpResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await?.to_bytes(),
+        })
+    };
+    tokio::time::timeout(common::DEADLINE, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("no answer to {path} within the deadline"))
+}
+
+/// A request written in full on a connection of its own, its answer not read yet: unlike
+/// hyper's client, this says when the server has the request.
+struct RawRequest(TcpStream);
+
+impl RawRequest {
+    /// `GET path`, asking the server to close the connection after its answer.
+    async fn get(addr: SocketAddr, path: &str) -> Self {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        Self(stream)
+    }
+
+    /// Everything the server sends until it closes the connection (bounded by
+    /// [`common::DEADLINE`]).
+    async fn answer(mut self) -> String {
+        let mut answer = Vec::new();
+        tokio::time::timeout(common::DEADLINE, self.0.read_to_end(&mut answer))
+            .await
+            .expect("the server neither answered nor closed the connection")
+            .unwrap();
+        String::from_utf8(answer).unwrap()
+    }
+
+    /// Hangs up before the answer, as a client that gives up does: the server sees the end of
+    /// the stream while the request is in flight. Returns once the server has closed its side,
+    /// with what it sent before.
+    async fn hang_up(mut self) -> String {
+        self.0.shutdown().await.unwrap();
+        self.answer().await
+    }
+}
+
+/// An ES256 key that counts its signatures and holds each one until [`Self::open`]; it says
+/// when one starts and when one is done.
+#[derive(Debug)]
+struct GatedKey {
+    key: LocalKey,
+    signs: AtomicUsize,
+    open: Mutex<bool>,
+    opened: Condvar,
+    started: mpsc::UnboundedSender<()>,
+    done: mpsc::UnboundedSender<()>,
+}
+
+/// The receiving ends of a [`GatedKey`]'s announcements: a signature started, one is done.
+struct GateEvents {
+    started: mpsc::UnboundedReceiver<()>,
+    done: mpsc::UnboundedReceiver<()>,
+}
+
+impl GateEvents {
+    async fn started(&mut self) {
+        tokio::time::timeout(common::DEADLINE, self.started.recv())
+            .await
+            .expect("no signature started")
+            .unwrap();
+    }
+
+    async fn done(&mut self) {
+        tokio::time::timeout(common::DEADLINE, self.done.recv())
+            .await
+            .expect("no signature finished")
+            .unwrap();
+    }
+}
+
+impl GatedKey {
+    fn new() -> (Arc<Self>, GateEvents) {
+        let (started, started_rx) = mpsc::unbounded_channel();
+        let (done, done_rx) = mpsc::unbounded_channel();
+        let key = Self {
+            key: LocalKey::generate(Algorithm::ES256, 0).unwrap().0,
+            signs: AtomicUsize::new(0),
+            open: Mutex::new(false),
+            opened: Condvar::new(),
+            started,
+            done,
+        };
+        let events = GateEvents {
+            started: started_rx,
+            done: done_rx,
+        };
+        (Arc::new(key), events)
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+
+    fn signs(&self) -> usize {
+        self.signs.load(Ordering::SeqCst)
+    }
+}
+
+impl JwsSigner for GatedKey {
+    fn algorithm(&self) -> Algorithm {
+        self.key.algorithm()
+    }
+
+    fn public_key_der(&self) -> &[u8] {
+        self.key.public_key_der()
+    }
+
+    fn sign(&self, signing_input: &[u8]) -> Result<JwsSignature, KeyError> {
+        self.signs.fetch_add(1, Ordering::SeqCst);
+        let _ = self.started.send(());
+        drop(
+            self.opened
+                .wait_while(self.open.lock().unwrap(), |open| !*open)
+                .unwrap(),
+        );
+        let signature = self.key.sign(signing_input);
+        let _ = self.done.send(());
+        signature
     }
 }
 
@@ -544,6 +695,135 @@ async fn a_set_with_nothing_to_publish_is_unavailable_not_empty() {
         assert_eq!(response.header("cache-control"), "no-store");
         assert!(response.text().contains("no key is published"), "{path}");
     }
+    signet.stop().await;
+}
+
+#[tokio::test]
+async fn a_healthz_probe_that_hangs_up_neither_abandons_its_check_nor_starts_another() {
+    let (key, mut events) = GatedKey::new();
+    let signet = Signet::start(KeySet::single(SigningKey::new(key.clone()))).await;
+
+    // A probe starts the check, then hangs up while it runs; so do others meanwhile.
+    let first = RawRequest::get(signet.http, "/healthz").await;
+    events.started().await;
+    assert_eq!(first.hang_up().await, "", "answered before the check ended");
+    for _ in 0..3 {
+        let probe = RawRequest::get(signet.http, "/healthz").await;
+        assert_eq!(probe.hang_up().await, "");
+    }
+    // The check ends with no probe left to wait for it, and records its verdict all the same:
+    // a probe now (well within the second) gets that verdict without a new signature.
+    key.open();
+    events.done().await;
+    assert_eq!(signet.get("/healthz").await.text(), "ok\n");
+    assert_eq!(key.signs(), 1, "probes that hung up started more checks");
+    signet.stop().await;
+}
+
+#[tokio::test]
+async fn healthz_probes_that_arrive_while_a_check_runs_share_it() {
+    let (key, mut events) = GatedKey::new();
+    let signet = Signet::start(KeySet::single(SigningKey::new(key.clone()))).await;
+    let first = RawRequest::get(signet.http, "/healthz").await;
+    events.started().await;
+    let mut probes = vec![first];
+    for _ in 0..3 {
+        probes.push(RawRequest::get(signet.http, "/healthz").await);
+    }
+    key.open();
+    for probe in probes {
+        let answer = probe.answer().await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.ends_with("\r\n\r\nok\n"),
+            "{answer}"
+        );
+    }
+    assert_eq!(key.signs(), 1);
+    signet.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_beyond_the_limit_is_closed_and_a_freed_slot_serves_again() {
+    let (key, mut events) = GatedKey::new();
+    let limits = ConnectionLimits {
+        max_connections: 1,
+        ..ConnectionLimits::default()
+    };
+    let signet = Signet::start_with(KeySet::single(SigningKey::new(key.clone())), limits).await;
+
+    // The only slot, held for as long as the health check takes.
+    let holder = RawRequest::get(signet.http, "/healthz").await;
+    events.started().await;
+    let refused = try_request(signet.http, Method::GET, "/openid/v1/jwks").await;
+    assert!(
+        refused.is_err(),
+        "a connection beyond the limit was served: {refused:?}"
+    );
+
+    key.open();
+    let answer = holder.answer().await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    // The holder's connection is closed (Connection: close), so its slot is free again.
+    assert_eq!(signet.get("/openid/v1/jwks").await.status, StatusCode::OK);
+    signet.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_cut_off_at_the_connection_lifetime() {
+    let limits = ConnectionLimits {
+        max_connections: 1,
+        lifetime: Duration::from_millis(500),
+    };
+    let signet = Signet::start_with(KeySet::single(key(Algorithm::ES256)), limits).await;
+
+    // Pipelined requests, their answers never read: once the socket buffers fill, the server
+    // cannot write, and stops reading; then the client cannot write either. Only the lifetime
+    // ends the connection, and the client's next write then fails.
+    let mut stalled = TcpStream::connect(signet.http).await.unwrap();
+    let requests = format!(
+        "GET /openid/v1/jwks HTTP/1.1\r\nHost: {}\r\n\r\n",
+        signet.http
+    )
+    .repeat(1000);
+    let cut_off = tokio::time::timeout(common::DEADLINE, async {
+        loop {
+            if let Err(err) = stalled.write_all(requests.as_bytes()).await {
+                return err;
+            }
+        }
+    })
+    .await
+    .expect("a client that never reads held its connection past the lifetime");
+    assert!(
+        matches!(
+            cut_off.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        "{cut_off}"
+    );
+    // The only slot is free again.
+    assert_eq!(signet.get("/openid/v1/jwks").await.status, StatusCode::OK);
+    signet.stop().await;
+}
+
+#[tokio::test]
+async fn http_is_served_while_the_signers_executor_is_busy() {
+    let signet = Signet::start(KeySet::single(key(Algorithm::ES256))).await;
+    // This test's runtime is single-threaded, as `signet serve`'s is. Block its only thread, as
+    // a burst of Sign calls keeps it busy: the HTTP server must answer all the same.
+    let mut stream = std::net::TcpStream::connect(signet.http).unwrap();
+    stream.set_read_timeout(Some(common::DEADLINE)).unwrap();
+    write!(
+        stream,
+        "GET /openid/v1/jwks HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        signet.http
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .expect("no answer while the signer's executor was busy");
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     signet.stop().await;
 }
 

@@ -22,8 +22,8 @@ use crate::lifecycle::{
 use crate::signer::TokenSigner;
 
 pub use oidc_http::{
-    HttpError, OidcHttpServer, HEALTHZ_PATH, JWKS_CONTENT_TYPE, JWKS_PATH,
-    OPENID_CONFIGURATION_PATH,
+    ConnectionLimits, HttpError, OidcHttpServer, OidcHttpThread, CONNECTION_LIFETIME, HEALTHZ_PATH,
+    JWKS_CONTENT_TYPE, JWKS_PATH, MAX_CONNECTIONS, OPENID_CONFIGURATION_PATH,
 };
 pub use socket::{Listener, SocketAddress, SocketError, SocketFile};
 
@@ -154,11 +154,13 @@ pub async fn run(
         config.max_token_expiration,
         config.refresh_hint,
     ));
-    // Bound before the announcement below, so "serving" means every listener is up.
+    // Bound and started before the announcement below, so "serving" means every listener is
+    // up, and a failure to start is reported as a failure to bind is.
     let oidc_http = match &config.oidc_http {
         Some(http) => Some(OidcHttpServer::bind(http, signer.clone()).await?),
         None => None,
     };
+    let (shutdown, oidc_http) = spawn_beside(oidc_http, shutdown, config.shutdown_grace)?;
     let policy = lifecycle.policy();
     tracing::info!(
         socket = %listener.address(),
@@ -174,7 +176,6 @@ pub async fn run(
         "signet serving ExternalJWTSigner v1 and v1alpha1"
     );
     let rotation = lifecycle.spawn_rotation_task();
-    let (shutdown, oidc_http) = spawn_beside(oidc_http, shutdown, config.shutdown_grace);
     let served = serve_with_admin(
         listener,
         ExternalJwtSignerService::new(signer).with_busy_poll(config.busy_poll),
@@ -186,7 +187,7 @@ pub async fn run(
     .await;
     rotation.abort();
     if let Some(oidc_http) = oidc_http {
-        let _ = oidc_http.await;
+        oidc_http.stopped().await;
     }
     served
 }
@@ -228,31 +229,31 @@ pub async fn serve_with_admin(
     api.and(admin)
 }
 
-/// Runs the `--http-listen` server beside the gRPC one: it stops at the moment `shutdown`
-/// fires (when gRPC starts draining), or when the gRPC server ends on its own. Returns the
-/// shutdown future for the gRPC server and the HTTP server's task.
+/// Runs the `--http-listen` server beside the gRPC one, on its own thread: it stops at the
+/// moment `shutdown` fires (when gRPC starts draining), or when the gRPC server ends on its own
+/// (the returned future is then dropped). Returns the shutdown future for the gRPC server and
+/// the HTTP server's thread.
 fn spawn_beside(
     oidc_http: Option<OidcHttpServer>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
-) -> (
-    impl Future<Output = ()>,
-    Option<tokio::task::JoinHandle<()>>,
-) {
+) -> Result<(impl Future<Output = ()>, Option<OidcHttpThread>), HttpError> {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = oidc_http.map(|server| {
-        tokio::spawn(server.serve(
-            async {
-                let _ = stop_rx.await;
-            },
-            grace,
-        ))
-    });
+    let thread = oidc_http
+        .map(|server| {
+            server.spawn(
+                async {
+                    let _ = stop_rx.await;
+                },
+                grace,
+            )
+        })
+        .transpose()?;
     let shutdown = async move {
         shutdown.await;
         let _ = stop_tx.send(());
     };
-    (shutdown, task)
+    Ok((shutdown, thread))
 }
 
 /// Serves `service` on `listener` until `shutdown` completes, then stops accepting, removes

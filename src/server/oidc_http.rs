@@ -7,11 +7,15 @@
 //! It serves public data only and changes nothing. It must never return, log or keep a token or
 //! a signature: the health check's dummy token is dropped as soon as it is checked, and its
 //! answer is "ok" or a short reason.
+//!
+//! It may face an untrusted network, so what a client can take of signet is bounded: the server
+//! runs on a thread of its own, away from the signer's executor; connections are capped in
+//! number and in lifetime; `/healthz` signs at most once a second, one check at a time.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,6 +27,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::config::OidcHttpConfig;
 use crate::jwks::{OidcDocumentBodies, OidcDocuments};
@@ -39,6 +44,18 @@ pub const JWKS_CONTENT_TYPE: &str = "application/jwk-set+json";
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests here are a line and a few headers; nothing legitimate needs more.
 const MAX_REQUEST_BUFFER: usize = 16 * 1024;
+/// Connections open at once, beyond which new ones are closed as soon as accepted. Each costs a
+/// file descriptor, and signet shares its limit (1024 under systemd) with the apiserver's gRPC
+/// socket and the key store's files: 256 leaves most of it to them, and is far more than the few
+/// relying parties that fetch a JWK Set now and then ever hold open.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a connection may stay open in all. hyper bounds reading a request
+/// ([`HEADER_READ_TIMEOUT`], which also closes a keep-alive connection idle that long) but not
+/// writing a response, so a client that pipelines requests and never reads the answers would
+/// hold its connection, and a [`MAX_CONNECTIONS`] slot, forever. A relying party needs
+/// milliseconds per fetch; one that reuses its connection for longer reconnects, as HTTP
+/// clients do when a server closes a keep-alive connection.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// `/healthz` signs at most once per this interval, however often it is asked: the listener
 /// may face the internet, and a probe must not become a way to burn signing capacity.
 const HEALTH_MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -56,6 +73,26 @@ pub enum HttpError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start the HTTP server's thread (--http-listen): {0}")]
+    Thread(std::io::Error),
+}
+
+/// How many connections the HTTP server holds at once, and for how long each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// See [`MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// See [`CONNECTION_LIFETIME`].
+    pub lifetime: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: MAX_CONNECTIONS,
+            lifetime: CONNECTION_LIFETIME,
+        }
+    }
 }
 
 /// The HTTP listener, bound and ready to serve.
@@ -63,19 +100,49 @@ pub enum HttpError {
 pub struct OidcHttpServer {
     listener: TcpListener,
     local_addr: SocketAddr,
+    limits: ConnectionLimits,
     state: Arc<State>,
+}
+
+/// The HTTP server running on its own thread ([`OidcHttpServer::spawn`]).
+#[derive(Debug)]
+pub struct OidcHttpThread {
+    /// Never sent: closed when the thread ends, however it ends.
+    ended: oneshot::Receiver<Infallible>,
+}
+
+impl OidcHttpThread {
+    /// Resolves once the server has stopped and drained.
+    pub async fn stopped(self) {
+        let _ = self.ended.await;
+    }
 }
 
 #[derive(Debug)]
 struct State {
     documents: OidcDocuments,
-    signer: Arc<TokenSigner>,
     /// `public, max-age=<refresh hint>`: a relying party re-reads as often as the apiserver.
     cache_control: HeaderValue,
-    /// The last health verdict and when it was reached; the lock also makes probes that
-    /// arrive together share one sign.
-    health: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+    health: Arc<Health>,
 }
+
+/// `/healthz`'s check, run at most once per [`HEALTH_MIN_INTERVAL`] and never twice at once.
+#[derive(Debug)]
+struct Health {
+    signer: Arc<TokenSigner>,
+    /// Never held across an await.
+    state: Mutex<HealthState>,
+}
+
+#[derive(Debug, Default)]
+struct HealthState {
+    /// The last verdict and when it was reached.
+    last: Option<(Instant, Verdict)>,
+    /// The check in flight, if any; it sends its verdict here.
+    running: Option<watch::Receiver<Option<Verdict>>>,
+}
+
+type Verdict = Result<(), String>;
 
 impl OidcHttpServer {
     /// Binds `config.listen` (port 0 picks a free port: see [`Self::local_addr`]).
@@ -106,13 +173,22 @@ impl OidcHttpServer {
         Ok(Self {
             listener,
             local_addr,
+            limits: ConnectionLimits::default(),
             state: Arc::new(State {
                 documents,
-                signer,
                 cache_control,
-                health: tokio::sync::Mutex::new(None),
+                health: Arc::new(Health {
+                    signer,
+                    state: Mutex::default(),
+                }),
             }),
         })
+    }
+
+    /// Replaces the [`ConnectionLimits::default`] limits.
+    pub fn with_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The address actually bound.
@@ -120,12 +196,48 @@ impl OidcHttpServer {
         self.local_addr
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and gives open connections at
-    /// most `grace` to finish.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>, grace: Duration) {
+    /// Serves on a thread of its own until `shutdown` completes, then stops accepting and gives
+    /// open connections at most `grace` to finish.
+    ///
+    /// The thread runs its own single-threaded runtime: the signer's executor is one thread
+    /// (src/main.rs), and HTTP requests from an untrusted network must not queue ahead of the
+    /// apiserver's Sign calls on it.
+    pub fn spawn(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> Result<OidcHttpThread, HttpError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("signet-http")
+            .build()
+            .map_err(HttpError::Thread)?;
+        // The listener is registered with the caller's runtime; move it to the new one.
+        let listener = self.listener.into_std().map_err(HttpError::Thread)?;
+        let listener = {
+            let _entered = runtime.enter();
+            TcpListener::from_std(listener).map_err(HttpError::Thread)?
+        };
+        let server = Self { listener, ..self };
+        let (ended_tx, ended) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("signet-http".to_owned())
+            .spawn(move || {
+                runtime.block_on(server.serve(shutdown, grace));
+                // Dropping the runtime would wait for a health check stuck in a key backend
+                // (an HSM, a KMS), and keep signet from exiting.
+                runtime.shutdown_background();
+                drop(ended_tx);
+            })
+            .map_err(HttpError::Thread)?;
+        Ok(OidcHttpThread { ended })
+    }
+
+    async fn serve(self, shutdown: impl Future<Output = ()>, grace: Duration) {
         let Self {
             listener,
             local_addr,
+            limits,
             state,
         } = self;
         tracing::info!(
@@ -139,11 +251,34 @@ impl OidcHttpServer {
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_REQUEST_BUFFER);
         let connections = hyper_util::server::graceful::GracefulShutdown::new();
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        // Warn when the limit is reached, and again only after half the slots have freed: a
+        // flood that keeps the server at its limit logs once, not once per connection.
+        let mut refusing = false;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => {
+                    Ok((stream, peer)) => {
+                        // Full: close at once rather than stop accepting. The client fails
+                        // fast (and retries, or its load balancer tries another signer)
+                        // instead of waiting in the kernel's backlog until its own timeout,
+                        // and a connection its client gave up on never takes a slot.
+                        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                            if !refusing {
+                                refusing = true;
+                                tracing::warn!(
+                                    peer = %peer,
+                                    max_connections = limits.max_connections,
+                                    "too many HTTP connections: closing new ones until some end"
+                                );
+                            }
+                            drop(stream);
+                            continue;
+                        };
+                        if slots.available_permits() >= limits.max_connections / 2 {
+                            refusing = false;
+                        }
                         let state = state.clone();
                         let service = hyper::service::service_fn(move |request| {
                             let state = state.clone();
@@ -151,10 +286,22 @@ impl OidcHttpServer {
                         });
                         let connection =
                             connections.watch(http.serve_connection(TokioIo::new(stream), service));
+                        let lifetime = limits.lifetime;
                         tokio::spawn(async move {
-                            if let Err(err) = connection.await {
-                                tracing::debug!(error = %err, "HTTP connection ended with an error");
+                            match tokio::time::timeout(lifetime, connection).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(err)) => {
+                                    tracing::debug!(error = %err, "HTTP connection ended with an error");
+                                }
+                                Err(_) => tracing::debug!(
+                                    peer = %peer,
+                                    lifetime = ?lifetime,
+                                    "closing an HTTP connection open too long"
+                                ),
                             }
+                            // Freed in the same poll that closed the socket: a client that sees
+                            // its connection end can connect again at once.
+                            drop(slot);
                         });
                     }
                     Err(err) => {
@@ -194,7 +341,7 @@ async fn route(state: &State, request: &Request<Incoming>) -> Response<Full<Byte
         OPENID_CONFIGURATION_PATH => {
             state.document("application/json", |docs| docs.openid_configuration.clone())
         }
-        _ => match state.health().await {
+        _ => match state.health.verdict().await {
             Ok(()) => plain(StatusCode::OK, "ok"),
             Err(reason) => plain(StatusCode::SERVICE_UNAVAILABLE, &reason),
         },
@@ -231,25 +378,54 @@ impl State {
             Err(err) => plain(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
         }
     }
+}
 
-    /// The health verdict: fresh if the last one is older than [`HEALTH_MIN_INTERVAL`].
-    async fn health(&self) -> Result<(), String> {
-        let mut last = self.health.lock().await;
-        if let Some((at, verdict)) = &*last {
-            if at.elapsed() < HEALTH_MIN_INTERVAL {
-                return verdict.clone();
+impl Health {
+    /// The last verdict if younger than [`HEALTH_MIN_INTERVAL`], else that of the check in
+    /// flight, started here if none is.
+    async fn verdict(self: &Arc<Self>) -> Verdict {
+        let mut running = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((at, verdict)) = &state.last {
+                if at.elapsed() < HEALTH_MIN_INTERVAL {
+                    return verdict.clone();
+                }
             }
-        }
-        let signer = self.signer.clone();
-        // A backend may block while signing (an HSM, a KMS): keep it off the executor.
-        let verdict = tokio::task::spawn_blocking(move || sign_and_verify(&signer))
-            .await
-            .unwrap_or_else(|_| Err("the health check panicked".to_owned()));
-        if let Err(reason) = &verdict {
-            tracing::warn!(reason = %reason, "health check failed");
-        }
-        *last = Some((Instant::now(), verdict.clone()));
+            state
+                .running
+                .get_or_insert_with(|| Arc::clone(self).start())
+                .clone()
+        };
+        let verdict = match running.wait_for(Option::is_some).await {
+            Ok(verdict) => verdict.clone().expect("waited for a verdict"),
+            // The runtime is shutting down.
+            Err(_) => Err("the health check was abandoned".to_owned()),
+        };
         verdict
+    }
+
+    /// Starts a check in a task of its own, which records its verdict itself: hyper drops a
+    /// request's future when its client disconnects, and a check tied to it would be abandoned
+    /// with its verdict unrecorded, so that a client connecting and hanging up in a loop would
+    /// start a signature each time.
+    fn start(self: Arc<Self>) -> watch::Receiver<Option<Verdict>> {
+        let (done, running) = watch::channel(None);
+        tokio::spawn(async move {
+            let signer = Arc::clone(&self.signer);
+            // A backend may block while signing (an HSM, a KMS): keep it off the executor.
+            let verdict = tokio::task::spawn_blocking(move || sign_and_verify(&signer))
+                .await
+                .unwrap_or_else(|_| Err("the health check panicked".to_owned()));
+            if let Err(reason) = &verdict {
+                tracing::warn!(reason = %reason, "health check failed");
+            }
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.last = Some((Instant::now(), verdict.clone()));
+            state.running = None;
+            drop(state);
+            done.send_replace(Some(verdict));
+        });
+        running
     }
 }
 
