@@ -150,7 +150,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
     };
     // Keys loaded rather than generated have not used the random generator yet: set it up
     // (~90 ms of CPU on a 2-vCPU VM) beside opening the sockets, not inside the first Sign.
-    signet::keys::warm_up_rng();
+    // Held to the end of this function, so the process never exits while it runs.
+    let _rng_warm_up = signet::keys::warm_up_rng();
     let admin_socket =
         match signet::admin::admin_socket_address(args.admin_socket.as_deref(), &config.socket) {
             Ok(address) => address,

@@ -37,7 +37,12 @@ pub const PROVIDER: &str = "ring";
 /// setup. `serve` calls this once the keys are loaded, so the setup runs beside opening the
 /// sockets; where a key was generated at start the setup is done and this costs a thread
 /// spawn. ring reads `getrandom` directly and has nothing to set up.
-pub fn warm_up_rng() {
+///
+/// Keep the returned guard until the process is about to exit: dropping it waits for the
+/// thread. aws-lc frees its entropy source in the process's exit handlers, and a thread still
+/// seeding its generator then aborts the process (seen as SIGABRT in aws-lc's
+/// `tree_jitter_drbg_derive_seed`, once in 300 to 700 starts that failed within milliseconds).
+pub fn warm_up_rng() -> RngWarmUp {
     let spawned = std::thread::Builder::new()
         .name("rng-warm-up".into())
         .spawn(|| {
@@ -45,7 +50,21 @@ pub fn warm_up_rng() {
             let _ = SystemRandom::new().fill(&mut [0_u8; 1]);
         });
     // Without the thread the first random number pays the setup instead, as it did before.
-    drop(spawned);
+    RngWarmUp(spawned.ok())
+}
+
+/// The thread [`warm_up_rng`] started; dropping this waits for it to end.
+#[must_use = "dropping the guard waits for the warm-up: keep it until the process exits"]
+#[derive(Debug)]
+pub struct RngWarmUp(Option<std::thread::JoinHandle<()>>);
+
+impl Drop for RngWarmUp {
+    fn drop(&mut self) {
+        if let Some(thread) = self.0.take() {
+            // A panic there has nothing to report: the first random number retries the setup.
+            let _ = thread.join();
+        }
+    }
 }
 
 pub(crate) fn sha256(data: &[u8]) -> impl AsRef<[u8]> {

@@ -18,7 +18,7 @@ use smallvec::SmallVec;
 
 pub use algorithm::{Algorithm, ParseAlgorithmError};
 pub(crate) use local::verify_signature;
-pub use local::{warm_up_rng, LocalKey, PROVIDER};
+pub use local::{warm_up_rng, LocalKey, RngWarmUp, PROVIDER};
 pub use pem::pkcs8_from_pem;
 
 /// Everything that can go wrong when loading, generating or using a key.
