@@ -46,7 +46,7 @@ EOF
 
 # The raw RS256-2048 rate on two threads (benches/raw_rate.rs), built once.
 RAW_RATE=$(cargo bench --quiet --bench raw_rate --no-run --message-format=json \
-  | python3 -c 'import json, sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
+  | python3 -c 'import json, sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "raw_rate"][-1])')
 
 # One raw slice: RS256-2048 signatures per second on two threads over SLICE seconds, and the
 # share of the cores' time the host stole meanwhile (/proc/stat), as "RATE STEAL_PERCENT".

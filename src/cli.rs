@@ -339,6 +339,11 @@ pub struct VerifyArgs {
     /// (a legacy Secret-based token), or whose nbf or iat has not come.
     #[arg(long)]
     pub allow_expired: bool,
+
+    /// Anything else on the command line, refused without being shown: a token pasted
+    /// without --token lands here, and clap's own "unexpected argument" error would print it.
+    #[arg(hide = true, value_name = "UNEXPECTED", value_parser = parse_token)]
+    pub unexpected: Vec<TokenArg>,
 }
 
 /// A token given on the command line. Its Debug form never shows it.

@@ -48,6 +48,8 @@ pub enum VerifyError {
     FetchKeys { code: tonic::Code, message: String },
     #[error("the token is not a compact JWS (header.payload.signature with a base64url JSON header carrying alg and kid)")]
     Malformed,
+    #[error("{path} holds over {} bytes: not a token", MAX_TOKEN_BYTES)]
+    TokenTooLarge { path: std::path::PathBuf },
     // The token's own strings are quoted with escapes: a crafted header cannot write control
     // characters to the operator's terminal.
     #[error("alg {0:?} is not one kube-apiserver accepts (RS256, ES256, ES384, ES512)")]
@@ -64,6 +66,7 @@ impl VerifyError {
     fn exit_code(&self) -> u8 {
         match self {
             VerifyError::Malformed
+            | VerifyError::TokenTooLarge { .. }
             | VerifyError::UnknownAlgorithm(_)
             | VerifyError::UnknownKid(_)
             | VerifyError::Invalid { .. } => EXIT_INVALID,
@@ -111,6 +114,13 @@ impl std::fmt::Debug for Verified {
 
 /// Runs `signet verify` and prints the outcome: the report on stdout, an error on stderr.
 pub async fn run(args: &VerifyArgs) -> ExitCode {
+    if !args.unexpected.is_empty() {
+        eprintln!(
+            "signet verify: {} unexpected argument(s), not shown in case one is a token; give the token with --token-file (or --token)",
+            args.unexpected.len()
+        );
+        return ExitCode::from(crate::config::EXIT_CONFIG);
+    }
     let expect = Expectations {
         audiences: args.audiences.clone(),
         issuer: args.issuer.clone(),
@@ -150,23 +160,40 @@ pub async fn run(args: &VerifyArgs) -> ExitCode {
     }
 }
 
+/// The largest token file read. signet signs claims of up to 64 KiB, so its tokens stay under
+/// 100 KiB; the bound keeps a wrong path (a device, an image) from exhausting memory.
+const MAX_TOKEN_BYTES: u64 = 1 << 20;
+
 fn read_token(args: &VerifyArgs) -> Result<zeroize::Zeroizing<String>, VerifyError> {
-    let mut token = zeroize::Zeroizing::new(String::new());
-    match (&args.token, &args.token_file) {
-        (Some(inline), _) => token.push_str(inline.expose()),
+    let token = match (&args.token, &args.token_file) {
+        (Some(inline), _) => zeroize::Zeroizing::new(inline.expose().to_owned()),
         (None, Some(path)) => {
+            let mut bytes = zeroize::Zeroizing::new(Vec::new());
             let read = if path.as_os_str() == "-" {
-                std::io::stdin().read_to_string(&mut token)
+                std::io::stdin()
+                    .take(MAX_TOKEN_BYTES + 1)
+                    .read_to_end(&mut bytes)
             } else {
-                std::fs::File::open(path).and_then(|mut file| file.read_to_string(&mut token))
+                std::fs::File::open(path)
+                    .and_then(|file| file.take(MAX_TOKEN_BYTES + 1).read_to_end(&mut bytes))
             };
             read.map_err(|source| VerifyError::ReadToken {
                 path: path.clone(),
                 source,
             })?;
+            if bytes.len() as u64 > MAX_TOKEN_BYTES {
+                return Err(VerifyError::TokenTooLarge { path: path.clone() });
+            }
+            // Text that is not UTF-8 is no token: it does not verify (exit 1), like any other
+            // malformed token, rather than "cannot check".
+            zeroize::Zeroizing::new(
+                std::str::from_utf8(&bytes)
+                    .map_err(|_| VerifyError::Malformed)?
+                    .to_owned(),
+            )
         }
         (None, None) => unreachable!("clap requires --token or --token-file"),
-    }
+    };
     // A file usually ends in a newline; the token itself has no whitespace.
     Ok(zeroize::Zeroizing::new(token.trim().to_owned()))
 }

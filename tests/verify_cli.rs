@@ -438,3 +438,45 @@ async fn es512_is_reported_as_not_checkable() {
     assert!(stderr.contains("ES512"), "{stderr}");
     signer.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_that_is_no_token_is_refused_without_being_echoed() {
+    let key = generated(Algorithm::ES256);
+    let signer = Signer::start(KeySet::single(key.clone()));
+    let token = signed_by(&key, &claims(now(), 600));
+
+    // Over the 1 MiB a token file may hold (sparse: nothing is written), and not UTF-8: both
+    // are no token, so they do not verify (exit 1), rather than "cannot check".
+    let huge = signer.dir.path().join("huge");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    let (code, _, stderr) = signer
+        .verify(&["--token-file", huge.to_str().unwrap()], None)
+        .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("not a token"), "{stderr}");
+    let binary = signer.dir.path().join("binary");
+    std::fs::write(&binary, b"\xff\xfe\xfd").unwrap();
+    let (code, _, stderr) = signer
+        .verify(&["--token-file", binary.to_str().unwrap()], None)
+        .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("not a compact JWS"), "{stderr}");
+
+    // A token given without --token, alone or beside --token-file: a usage error that does
+    // not print it.
+    let file = signer.dir.path().join("token");
+    std::fs::write(&file, &token).unwrap();
+    for args in [
+        vec![token.as_str()],
+        vec!["--token-file", file.to_str().unwrap(), token.as_str()],
+    ] {
+        let (code, stdout, stderr) = signer.verify(&args, None).await;
+        assert_eq!(code, 64, "{args:?}: {stderr}");
+        assert!(!stderr.contains(&token), "{args:?}: the token is echoed");
+        assert!(!stdout.contains(&token), "{args:?}: the token is echoed");
+    }
+    signer.stop().await;
+}

@@ -207,7 +207,13 @@ impl Client {
             .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.starts_with("application/grpc"));
+            .is_some_and(|value| {
+                // grpc-go's rule: exactly application/grpc, or a subtype after `+` or `;`
+                // (not application/grpc-web).
+                value
+                    .strip_prefix("application/grpc")
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']))
+            });
         if !grpc_content {
             return Err(CallError::InvalidResponse(
                 "the answer's content-type is not application/grpc",
@@ -226,7 +232,8 @@ impl Client {
             let chunk = chunk.map_err(transport)?;
             // Give the window back, or a long run would stall once it is spent.
             let _ = body.flow_control().release_capacity(chunk.len());
-            if received.len() + chunk.len() > MAX_RESPONSE {
+            // The 5-byte prefix (compression flag, length) is not part of the message.
+            if received.len() + chunk.len() > MAX_RESPONSE + 5 {
                 return Err(CallError::InvalidResponse("the answer is over 4 MiB"));
             }
             received.extend_from_slice(&chunk);
@@ -645,6 +652,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_grpc_subtype_content_type_is_taken() {
+        for content_type in ["application/grpc+proto", "application/grpc;charset=utf-8"] {
+            let answer = Answer {
+                content_type: Some(content_type),
+                ..ok(signed())
+            };
+            let (outcome, _) = call(ApiVersion::V1, Rpc::Sign, answer).await;
+            assert_eq!(outcome, Ok(()), "{content_type}");
+        }
+    }
+
+    #[tokio::test]
     async fn answers_kube_apiserver_would_reject_are_invalid() {
         let cases: Vec<(Answer, CallError)> = vec![
             (
@@ -660,6 +679,13 @@ mod tests {
             (
                 Answer {
                     content_type: Some("text/plain"),
+                    ..ok(signed())
+                },
+                CallError::InvalidResponse("the answer's content-type is not application/grpc"),
+            ),
+            (
+                Answer {
+                    content_type: Some("application/grpc-web"),
                     ..ok(signed())
                 },
                 CallError::InvalidResponse("the answer's content-type is not application/grpc"),
