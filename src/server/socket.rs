@@ -9,7 +9,7 @@ use std::os::unix::fs::{
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::Stream;
 use tokio::net::{UnixListener, UnixStream};
@@ -124,22 +124,63 @@ fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
 #[derive(Debug, Clone)]
 struct PeerPolicy {
     allowed_uids: Option<Arc<[u32]>>,
+    refusals: RefusalLog,
 }
 
 impl PeerPolicy {
-    fn admits(&self, stream: &UnixStream) -> bool {
+    fn new(allowed_uids: Option<Arc<[u32]>>) -> Self {
+        Self {
+            allowed_uids,
+            refusals: RefusalLog::default(),
+        }
+    }
+
+    fn admits(&mut self, stream: &UnixStream) -> bool {
         let Some(allowed) = &self.allowed_uids else {
             return true;
         };
-        match stream.peer_cred() {
-            Ok(cred) if allowed.contains(&cred.uid()) => true,
-            Ok(cred) => {
-                tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "refused connection from a UID that is not allowed");
-                false
+        let cred = match stream.peer_cred() {
+            Ok(cred) if allowed.contains(&cred.uid()) => return true,
+            Ok(cred) => Ok(cred),
+            Err(err) => Err(err),
+        };
+        if let Some(unlogged) = self.refusals.on_refusal(Instant::now()) {
+            match cred {
+                Ok(cred) => {
+                    tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), refused_unlogged = unlogged, "refused connection from a UID that is not allowed");
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, refused_unlogged = unlogged, "refused connection whose peer credentials cannot be read");
+                }
             }
-            Err(err) => {
-                tracing::warn!(error = %err, "refused connection whose peer credentials cannot be read");
-                false
+        }
+        false
+    }
+}
+
+/// Refused peers are logged at most once per [`REFUSAL_LOG_INTERVAL`], with how many were
+/// refused unlogged since the last line: any local user may connect to an abstract socket as
+/// often as it likes, and must not be able to flood the log.
+#[derive(Debug, Clone, Default)]
+struct RefusalLog {
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
+
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+impl RefusalLog {
+    /// Whether a refusal at `now` is logged: `Some` with the count of refusals left unlogged
+    /// since the last line, or `None` (counted, not logged).
+    fn on_refusal(&mut self, now: Instant) -> Option<u64> {
+        match self.last_logged {
+            Some(at) if now.saturating_duration_since(at) < REFUSAL_LOG_INTERVAL => {
+                self.unlogged += 1;
+                None
+            }
+            _ => {
+                self.last_logged = Some(now);
+                Some(std::mem::take(&mut self.unlogged))
             }
         }
     }
@@ -209,7 +250,7 @@ impl Listener {
     ) {
         let stream = futures_util::stream::unfold(
             (self.inner, self.peers),
-            |(listener, peers)| async move {
+            |(listener, mut peers)| async move {
                 loop {
                     match listener.accept().await {
                         Ok((stream, _)) if peers.admits(&stream) => {
@@ -271,7 +312,7 @@ fn bind_path(path: &Path, mode: u32) -> Result<Listener, SocketError> {
     Ok(Listener {
         inner: into_tokio(std_listener, path)?,
         address: SocketAddress::Path(path.to_owned()),
-        peers: PeerPolicy { allowed_uids: None },
+        peers: PeerPolicy::new(None),
         file: Some(file),
     })
 }
@@ -333,9 +374,7 @@ fn bind_abstract(name: &str, allowed_uids: &[u32]) -> Result<Listener, SocketErr
     Ok(Listener {
         inner: into_tokio(std_listener, &display)?,
         address: SocketAddress::Abstract(name.to_owned()),
-        peers: PeerPolicy {
-            allowed_uids: Some(allowed.into()),
-        },
+        peers: PeerPolicy::new(Some(allowed.into())),
         file: None,
     })
 }
@@ -353,6 +392,19 @@ fn into_tokio(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_peers_are_logged_once_a_second_with_a_count_of_the_rest() {
+        let mut log = RefusalLog::default();
+        let start = Instant::now();
+        assert_eq!(log.on_refusal(start), Some(0));
+        for ms in [1, 10, 500, 999] {
+            assert_eq!(log.on_refusal(start + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(log.on_refusal(start + Duration::from_secs(1)), Some(4));
+        assert_eq!(log.on_refusal(start + Duration::from_millis(1500)), None);
+        assert_eq!(log.on_refusal(start + Duration::from_secs(5)), Some(1));
+    }
 
     #[test]
     fn parses_the_endpoint_forms_kube_apiserver_accepts() {
