@@ -397,7 +397,18 @@ fn init_refuses_a_non_empty_directory() {
     let dir = private_tempdir();
     let (path, _) = new_store(dir.path());
     let err = DirectoryBackend::create(&path).unwrap_err();
-    assert!(matches!(err, StoreError::NotEmpty { .. }), "{err}");
+    // A whole store (its state file too) gets no hint to delete anything.
+    assert!(
+        matches!(
+            err,
+            StoreError::NotEmpty {
+                only_keys: false,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("delete"), "{err}");
 }
 
 #[test]
@@ -472,9 +483,20 @@ fn init_may_run_again_where_a_failed_init_left_only_its_lock() {
     let backend = DirectoryBackend::create(&path).expect("only the lock is there");
     backend.generate(Algorithm::ES256, 2048).unwrap();
     drop(backend);
-    // Once it holds a key, it is a store (or its remains), never silently reused.
+    // Once it holds a key, it is a store (or its remains), never silently reused; the
+    // refusal says what an interrupted init leaves and what to do.
     let err = DirectoryBackend::create(&path).unwrap_err();
-    assert!(matches!(err, StoreError::NotEmpty { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StoreError::NotEmpty {
+                only_keys: true,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("interrupted `keys init`"), "{err}");
 }
 
 #[test]

@@ -97,14 +97,19 @@ impl DirectoryBackend {
                 // The lock file and stale temp files are what a `keys init` that failed (or
                 // died) before its first key was stored leaves: they hold no key, so the
                 // directory still counts as empty and the command can be run again.
-                let holds_something = entries.flatten().any(|entry| {
-                    let name = entry.file_name();
-                    let name = name.to_string_lossy();
-                    name != Self::LOCK_FILE
-                        && !(name.starts_with('.') && name.ends_with(TEMP_SUFFIX))
-                });
-                if holds_something {
-                    return Err(StoreError::NotEmpty { dir });
+                let held: Vec<String> = entries
+                    .flatten()
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .filter(|name| {
+                        name != Self::LOCK_FILE
+                            && !(name.starts_with('.') && name.ends_with(TEMP_SUFFIX))
+                    })
+                    .collect();
+                if !held.is_empty() {
+                    // Key files and nothing else, no state: what a `keys init` that died
+                    // after storing its key leaves (no server ever signed with it).
+                    let only_keys = held.iter().all(|name| name.ends_with(KEY_FILE_SUFFIX));
+                    return Err(StoreError::NotEmpty { dir, only_keys });
                 }
                 // Empty, so nothing in it was ever exposed: make it private ourselves.
                 fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))

@@ -120,9 +120,10 @@ pub enum StoreError {
     )]
     NotInitialized { dir: PathBuf, file: &'static str },
     #[error(
-        "{dir} is not empty; `signet keys init` only creates a store in a new or empty directory"
+        "{dir} is not empty; `signet keys init` only creates a store in a new or empty directory{}",
+        if *.only_keys { " (it holds key files and no state, as an interrupted `keys init` leaves it: if nothing else created them, delete them and run init again)" } else { "" }
     )]
-    NotEmpty { dir: PathBuf },
+    NotEmpty { dir: PathBuf, only_keys: bool },
     #[error("another signet process uses the key store {dir} (it holds {lock}); stop it, or change a running server's keys with `signet keys ... --admin-socket`")]
     Locked { dir: PathBuf, lock: PathBuf },
     #[error("no stored key has kid {0}")]
