@@ -37,7 +37,7 @@ use signet::keyring::{KeyRing, KeySet, PublishedKey};
 use signet::keys::{
     pkcs8_from_pem, Algorithm, JwsSignature, JwsSigner, KeyError, LocalKey, SigningKey,
 };
-use signet::server::{ConnectionLimits, Listener, OidcHttpServer};
+use signet::server::{ConnectionLimits, Listener, OidcHttpServer, HEALTH_PROBE_TIMEOUT};
 use signet::signer::TokenSigner;
 
 const ISSUER: &str = "https://issuer.example/cluster-1";
@@ -101,6 +101,14 @@ impl Signet {
     }
 
     async fn start_with(keys: KeySet, limits: ConnectionLimits) -> Self {
+        Self::start_configured(keys, limits, HEALTH_PROBE_TIMEOUT).await
+    }
+
+    async fn start_configured(
+        keys: KeySet,
+        limits: ConnectionLimits,
+        health_probe_timeout: Duration,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("signet.sock");
         let refresh_hint = format!("{REFRESH_HINT_SECS}s");
@@ -129,7 +137,8 @@ impl Signet {
         let http = OidcHttpServer::bind(config.oidc_http.as_ref().unwrap(), signer.clone())
             .await
             .unwrap()
-            .with_limits(limits);
+            .with_limits(limits)
+            .with_health_probe_timeout(health_probe_timeout);
         let http_addr = http.local_addr();
         let (grpc_stop, grpc_stopped) = oneshot::channel::<()>();
         let (http_stop, http_stopped) = oneshot::channel::<()>();
@@ -717,6 +726,38 @@ async fn a_healthz_probe_that_hangs_up_neither_abandons_its_check_nor_starts_ano
     events.done().await;
     assert_eq!(signet.get("/healthz").await.text(), "ok\n");
     assert_eq!(key.signs(), 1, "probes that hung up started more checks");
+    signet.stop().await;
+}
+
+#[tokio::test]
+async fn a_check_that_does_not_finish_in_time_is_unhealthy_and_goes_on() {
+    let (key, mut events) = GatedKey::new();
+    let signet = Signet::start_configured(
+        KeySet::single(SigningKey::new(key.clone())),
+        ConnectionLimits::default(),
+        Duration::from_millis(200),
+    )
+    .await;
+    // The key is stuck (an HSM that does not answer): the probe gets 503 at its timeout, not
+    // an answer only when the connection's lifetime ends.
+    let stuck = signet.get("/healthz").await;
+    assert_eq!(
+        stuck.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        stuck.text()
+    );
+    assert!(
+        stuck.text().contains("has not finished within"),
+        "{}",
+        stuck.text()
+    );
+    events.started().await;
+    // The check went on; once it ends, a probe gets its verdict without another signature.
+    key.open();
+    events.done().await;
+    assert_eq!(signet.get("/healthz").await.text(), "ok\n");
+    assert_eq!(key.signs(), 1);
     signet.stop().await;
 }
 

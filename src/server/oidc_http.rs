@@ -56,6 +56,10 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// milliseconds per fetch; one that reuses its connection for longer reconnects, as HTTP
 /// clients do when a server closes a keep-alive connection.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// How long a `/healthz` probe waits for the check: a signer stuck in a key backend (an HSM, a
+/// KMS) is reported unhealthy, rather than the probe hanging until the connection's lifetime.
+/// The check itself goes on, and a later probe gets its verdict.
+pub const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// `/healthz` signs at most once per this interval, however often it is asked: the listener
 /// may face the internet, and a probe must not become a way to burn signing capacity.
 const HEALTH_MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -130,6 +134,8 @@ struct State {
 #[derive(Debug)]
 struct Health {
     signer: Arc<TokenSigner>,
+    /// How long a probe waits for a check; see [`HEALTH_PROBE_TIMEOUT`].
+    probe_timeout: Duration,
     /// Never held across an await.
     state: Mutex<HealthState>,
 }
@@ -179,10 +185,21 @@ impl OidcHttpServer {
                 cache_control,
                 health: Arc::new(Health {
                     signer,
+                    probe_timeout: HEALTH_PROBE_TIMEOUT,
                     state: Mutex::default(),
                 }),
             }),
         })
+    }
+
+    /// Replaces [`HEALTH_PROBE_TIMEOUT`]; call it before [`Self::spawn`].
+    pub fn with_health_probe_timeout(mut self, timeout: Duration) -> Self {
+        if let Some(health) =
+            Arc::get_mut(&mut self.state).and_then(|state| Arc::get_mut(&mut state.health))
+        {
+            health.probe_timeout = timeout;
+        }
+        self
     }
 
     /// Replaces the [`ConnectionLimits::default`] limits.
@@ -396,10 +413,17 @@ impl Health {
                 .get_or_insert_with(|| Arc::clone(self).start())
                 .clone()
         };
-        let verdict = match running.wait_for(Option::is_some).await {
-            Ok(verdict) => verdict.clone().expect("waited for a verdict"),
+        let waited =
+            tokio::time::timeout(self.probe_timeout, running.wait_for(Option::is_some)).await;
+        let verdict = match waited {
+            Ok(Ok(verdict)) => verdict.clone().expect("waited for a verdict"),
             // The runtime is shutting down.
-            Err(_) => Err("the health check was abandoned".to_owned()),
+            Ok(Err(_)) => Err("the health check was abandoned".to_owned()),
+            // The check goes on; the next probe shares it.
+            Err(_) => Err(format!(
+                "the health check has not finished within {:?}: signing is stuck or slow",
+                self.probe_timeout
+            )),
         };
         verdict
     }
