@@ -290,6 +290,51 @@ fn a_live_socket_with_a_full_queue_is_not_stolen_and_the_start_does_not_hang() {
     assert!(socket.exists(), "the live server's socket was removed");
 }
 
+/// Whether `/proc/locks` shows `pid` waiting for a lock.
+fn waits_for_a_lock(pid: rustix::process::Pid) -> bool {
+    let locks = std::fs::read_to_string("/proc/locks").unwrap();
+    locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "1: -> FLOCK ADVISORY WRITE <pid> <dev>:<inode> 0 EOF" for a blocked request.
+        fields.get(1) == Some(&"->")
+            && fields.get(5) == Some(&pid.as_raw_nonzero().to_string().as_str())
+    })
+}
+
+/// Probing a stale socket, unlinking it and binding are done under a lock on the directory,
+/// so two signets started at once cannot both take the stale file's place.
+#[test]
+fn the_stale_socket_is_replaced_under_a_lock_on_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("signet.sock");
+    // A stale socket: its listener is gone, the file stays.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let stale = std::fs::symlink_metadata(&socket).unwrap().ino();
+
+    // Another starting signet holds the directory.
+    let held = std::fs::File::open(dir.path()).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let mut process = SignetProcess::spawn(&["serve", "--socket", socket.to_str().unwrap()]);
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    while !waits_for_a_lock(process.pid()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "signet never waited for the directory lock:\n{}",
+            process.stderr_text()
+        );
+        assert!(process.is_running(), "{}", process.stderr_text());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // Waiting, it has not touched the stale file: still there, still nobody behind it.
+    assert_eq!(std::fs::symlink_metadata(&socket).unwrap().ino(), stale);
+    let refused = std::os::unix::net::UnixStream::connect(&socket).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    drop(held);
+    process.wait_ready();
+    std::os::unix::net::UnixStream::connect(&socket).expect("signet serves on the socket");
+    terminate_cleanly(&mut process, &socket, Signal::TERM);
+}
+
 #[test]
 fn a_file_that_is_not_a_socket_is_left_alone() {
     let dir = tempfile::tempdir().unwrap();

@@ -284,6 +284,12 @@ fn bind_path(path: &Path, mode: u32) -> Result<Listener, SocketError> {
             io_error("cannot set the mode of the socket directory", parent),
         )?;
     }
+    // Two signets started at once over a stale socket would race: each probes the stale file,
+    // one unlinks it and binds, then the other unlinks that new socket and binds its own, and
+    // the first serves on a socket nobody can reach. An exclusive lock on the directory, held
+    // from the probe to the bind, orders them: the second finds a live socket. It is held for
+    // a few system calls only (the probe does not block).
+    let _directory_lock = lock_directory(parent);
     remove_stale(path)?;
 
     // bind(2) creates the socket file with the mode 0777 & !umask. With the umask set to the
@@ -315,6 +321,15 @@ fn bind_path(path: &Path, mode: u32) -> Result<Listener, SocketError> {
         peers: PeerPolicy::new(None),
         file: Some(file),
     })
+}
+
+/// An exclusive `flock` on `dir`, released when the returned file is dropped. `None` when the
+/// directory cannot be opened for reading (one signet may write in but not list): the bind
+/// then goes on unordered, as it did before the lock.
+fn lock_directory(dir: &Path) -> Option<std::fs::File> {
+    let file = std::fs::File::open(dir).ok()?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).ok()?;
+    Some(file)
 }
 
 /// Removes a socket file nobody listens on; refuses a live socket or a non-socket file.
