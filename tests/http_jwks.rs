@@ -37,7 +37,7 @@ use signet::keyring::{KeyRing, KeySet, PublishedKey};
 use signet::keys::{
     pkcs8_from_pem, Algorithm, JwsSignature, JwsSigner, KeyError, LocalKey, SigningKey,
 };
-use signet::server::{ConnectionLimits, Listener, OidcHttpServer, HEALTH_PROBE_TIMEOUT};
+use signet::server::{HttpLimits, Listener, OidcHttpServer};
 use signet::signer::TokenSigner;
 
 const ISSUER: &str = "https://issuer.example/cluster-1";
@@ -97,18 +97,10 @@ struct Signet {
 
 impl Signet {
     async fn start(keys: KeySet) -> Self {
-        Self::start_with(keys, ConnectionLimits::default()).await
+        Self::start_with(keys, HttpLimits::default()).await
     }
 
-    async fn start_with(keys: KeySet, limits: ConnectionLimits) -> Self {
-        Self::start_configured(keys, limits, HEALTH_PROBE_TIMEOUT).await
-    }
-
-    async fn start_configured(
-        keys: KeySet,
-        limits: ConnectionLimits,
-        health_probe_timeout: Duration,
-    ) -> Self {
+    async fn start_with(keys: KeySet, limits: HttpLimits) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("signet.sock");
         let refresh_hint = format!("{REFRESH_HINT_SECS}s");
@@ -137,8 +129,7 @@ impl Signet {
         let http = OidcHttpServer::bind(config.oidc_http.as_ref().unwrap(), signer.clone())
             .await
             .unwrap()
-            .with_limits(limits)
-            .with_health_probe_timeout(health_probe_timeout);
+            .with_limits(limits);
         let http_addr = http.local_addr();
         let (grpc_stop, grpc_stopped) = oneshot::channel::<()>();
         let (http_stop, http_stopped) = oneshot::channel::<()>();
@@ -732,12 +723,11 @@ async fn a_healthz_probe_that_hangs_up_neither_abandons_its_check_nor_starts_ano
 #[tokio::test]
 async fn a_check_that_does_not_finish_in_time_is_unhealthy_and_goes_on() {
     let (key, mut events) = GatedKey::new();
-    let signet = Signet::start_configured(
-        KeySet::single(SigningKey::new(key.clone())),
-        ConnectionLimits::default(),
-        Duration::from_millis(200),
-    )
-    .await;
+    let limits = HttpLimits {
+        health_probe_timeout: Duration::from_millis(200),
+        ..HttpLimits::default()
+    };
+    let signet = Signet::start_with(KeySet::single(SigningKey::new(key.clone())), limits).await;
     // The key is stuck (an HSM that does not answer): the probe gets 503 at its timeout, not
     // an answer only when the connection's lifetime ends.
     let stuck = signet.get("/healthz").await;
@@ -786,9 +776,9 @@ async fn healthz_probes_that_arrive_while_a_check_runs_share_it() {
 #[tokio::test]
 async fn a_connection_beyond_the_limit_is_closed_and_a_freed_slot_serves_again() {
     let (key, mut events) = GatedKey::new();
-    let limits = ConnectionLimits {
+    let limits = HttpLimits {
         max_connections: 1,
-        ..ConnectionLimits::default()
+        ..HttpLimits::default()
     };
     let signet = Signet::start_with(KeySet::single(SigningKey::new(key.clone())), limits).await;
 
@@ -811,9 +801,10 @@ async fn a_connection_beyond_the_limit_is_closed_and_a_freed_slot_serves_again()
 
 #[tokio::test]
 async fn a_client_that_never_reads_its_answers_is_cut_off_at_the_connection_lifetime() {
-    let limits = ConnectionLimits {
+    let limits = HttpLimits {
         max_connections: 1,
         lifetime: Duration::from_millis(500),
+        ..HttpLimits::default()
     };
     let signet = Signet::start_with(KeySet::single(key(Algorithm::ES256)), limits).await;
 

@@ -24,6 +24,8 @@ use crate::api::v1::{
     FetchKeysRequest, FetchKeysResponse, MetadataRequest, MetadataResponse, SignJwtRequest,
     SignJwtResponse,
 };
+use crate::keys::Algorithm;
+use crate::signer::MIN_MAX_TOKEN_EXPIRATION;
 
 /// Answers larger than this are refused, as gRPC clients refuse by default (4 MiB). A JWKS of
 /// a few keys is a few KiB.
@@ -167,8 +169,10 @@ impl Client {
             }
             Rpc::Metadata => {
                 if self.valid_metadata.as_ref() != Some(&message) {
-                    if decode::<MetadataResponse>(message.clone())?.max_token_expiration_seconds
-                        < MIN_MAX_TOKEN_EXPIRATION_SECS
+                    let max =
+                        decode::<MetadataResponse>(message.clone())?.max_token_expiration_seconds;
+                    if u64::try_from(max)
+                        .map_or(true, |max| max < MIN_MAX_TOKEN_EXPIRATION.as_secs())
                     {
                         return Err(CallError::InvalidResponse(
                             "Metadata's max_token_expiration_seconds is under 600",
@@ -247,9 +251,6 @@ impl Client {
     }
 }
 
-/// kube-apiserver refuses a signer whose Metadata reports less (`MinTokenAgeSec`).
-const MIN_MAX_TOKEN_EXPIRATION_SECS: i64 = 600;
-
 /// A kid kube-apiserver takes: 1 to 1024 bytes.
 fn kid_fits(kid: &str) -> bool {
     (1..=1024).contains(&kid.len())
@@ -271,7 +272,8 @@ fn check_sign_header(header: &str) -> Result<(), &'static str> {
         .map_err(|_| "Sign's header is not base64url without padding")?;
     let header: Header = serde_json::from_slice(&json)
         .map_err(|_| "Sign's header is not a JSON object of alg, kid and typ alone")?;
-    if !["RS256", "ES256", "ES384", "ES512"].contains(&header.alg.as_str()) {
+    // Exact names: kube-apiserver compares case-sensitively.
+    if !Algorithm::ALL.iter().any(|alg| alg.as_str() == header.alg) {
         return Err("Sign's header names an alg kube-apiserver does not take");
     }
     if header.typ != "JWT" {

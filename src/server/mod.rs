@@ -22,7 +22,7 @@ use crate::lifecycle::{
 use crate::signer::TokenSigner;
 
 pub use oidc_http::{
-    ConnectionLimits, HttpError, OidcHttpServer, OidcHttpThread, CONNECTION_LIFETIME, HEALTHZ_PATH,
+    HttpError, HttpLimits, OidcHttpServer, OidcHttpThread, CONNECTION_LIFETIME, HEALTHZ_PATH,
     HEALTH_PROBE_TIMEOUT, JWKS_CONTENT_TYPE, JWKS_PATH, MAX_CONNECTIONS, OPENID_CONFIGURATION_PATH,
 };
 pub use socket::{Listener, SocketAddress, SocketError, SocketFile};

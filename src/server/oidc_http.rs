@@ -81,20 +81,24 @@ pub enum HttpError {
     Thread(std::io::Error),
 }
 
-/// How many connections the HTTP server holds at once, and for how long each.
+/// What a client can take of the HTTP server: how many connections at once, for how long
+/// each, and how long a `/healthz` probe waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionLimits {
+pub struct HttpLimits {
     /// See [`MAX_CONNECTIONS`].
     pub max_connections: usize,
     /// See [`CONNECTION_LIFETIME`].
     pub lifetime: Duration,
+    /// See [`HEALTH_PROBE_TIMEOUT`].
+    pub health_probe_timeout: Duration,
 }
 
-impl Default for ConnectionLimits {
+impl Default for HttpLimits {
     fn default() -> Self {
         Self {
             max_connections: MAX_CONNECTIONS,
             lifetime: CONNECTION_LIFETIME,
+            health_probe_timeout: HEALTH_PROBE_TIMEOUT,
         }
     }
 }
@@ -104,7 +108,7 @@ impl Default for ConnectionLimits {
 pub struct OidcHttpServer {
     listener: TcpListener,
     local_addr: SocketAddr,
-    limits: ConnectionLimits,
+    limits: HttpLimits,
     state: Arc<State>,
 }
 
@@ -134,8 +138,6 @@ struct State {
 #[derive(Debug)]
 struct Health {
     signer: Arc<TokenSigner>,
-    /// How long a probe waits for a check; see [`HEALTH_PROBE_TIMEOUT`].
-    probe_timeout: Duration,
     /// Never held across an await.
     state: Mutex<HealthState>,
 }
@@ -179,31 +181,20 @@ impl OidcHttpServer {
         Ok(Self {
             listener,
             local_addr,
-            limits: ConnectionLimits::default(),
+            limits: HttpLimits::default(),
             state: Arc::new(State {
                 documents,
                 cache_control,
                 health: Arc::new(Health {
                     signer,
-                    probe_timeout: HEALTH_PROBE_TIMEOUT,
                     state: Mutex::default(),
                 }),
             }),
         })
     }
 
-    /// Replaces [`HEALTH_PROBE_TIMEOUT`]; call it before [`Self::spawn`].
-    pub fn with_health_probe_timeout(mut self, timeout: Duration) -> Self {
-        if let Some(health) =
-            Arc::get_mut(&mut self.state).and_then(|state| Arc::get_mut(&mut state.health))
-        {
-            health.probe_timeout = timeout;
-        }
-        self
-    }
-
-    /// Replaces the [`ConnectionLimits::default`] limits.
-    pub fn with_limits(mut self, limits: ConnectionLimits) -> Self {
+    /// Replaces the [`HttpLimits::default`] limits.
+    pub fn with_limits(mut self, limits: HttpLimits) -> Self {
         self.limits = limits;
         self
     }
@@ -297,9 +288,12 @@ impl OidcHttpServer {
                             refusing = false;
                         }
                         let state = state.clone();
+                        let probe_timeout = limits.health_probe_timeout;
                         let service = hyper::service::service_fn(move |request| {
                             let state = state.clone();
-                            async move { Ok::<_, Infallible>(route(&state, &request).await) }
+                            async move {
+                                Ok::<_, Infallible>(route(&state, &request, probe_timeout).await)
+                            }
                         });
                         let connection =
                             connections.watch(http.serve_connection(TokioIo::new(stream), service));
@@ -340,7 +334,11 @@ impl OidcHttpServer {
     }
 }
 
-async fn route(state: &State, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(
+    state: &State,
+    request: &Request<Incoming>,
+    health_probe_timeout: Duration,
+) -> Response<Full<Bytes>> {
     let path = request.uri().path();
     if ![JWKS_PATH, OPENID_CONFIGURATION_PATH, HEALTHZ_PATH].contains(&path) {
         return plain(StatusCode::NOT_FOUND, "not found");
@@ -358,7 +356,7 @@ async fn route(state: &State, request: &Request<Incoming>) -> Response<Full<Byte
         OPENID_CONFIGURATION_PATH => {
             state.document("application/json", |docs| docs.openid_configuration.clone())
         }
-        _ => match state.health.verdict().await {
+        _ => match state.health.verdict(health_probe_timeout).await {
             Ok(()) => plain(StatusCode::OK, "ok"),
             Err(reason) => plain(StatusCode::SERVICE_UNAVAILABLE, &reason),
         },
@@ -399,8 +397,8 @@ impl State {
 
 impl Health {
     /// The last verdict if younger than [`HEALTH_MIN_INTERVAL`], else that of the check in
-    /// flight, started here if none is.
-    async fn verdict(self: &Arc<Self>) -> Verdict {
+    /// flight, started here if none is, waited for at most `probe_timeout`.
+    async fn verdict(self: &Arc<Self>, probe_timeout: Duration) -> Verdict {
         let mut running = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some((at, verdict)) = &state.last {
@@ -413,16 +411,14 @@ impl Health {
                 .get_or_insert_with(|| Arc::clone(self).start())
                 .clone()
         };
-        let waited =
-            tokio::time::timeout(self.probe_timeout, running.wait_for(Option::is_some)).await;
-        let verdict = match waited {
+        // Bound before it is returned: the answer borrows `running` until this statement ends.
+        let verdict = match tokio::time::timeout(probe_timeout, running.wait_for(Option::is_some)).await {
             Ok(Ok(verdict)) => verdict.clone().expect("waited for a verdict"),
             // The runtime is shutting down.
             Ok(Err(_)) => Err("the health check was abandoned".to_owned()),
             // The check goes on; the next probe shares it.
             Err(_) => Err(format!(
-                "the health check has not finished within {:?}: signing is stuck or slow",
-                self.probe_timeout
+                "the health check has not finished within {probe_timeout:?}: signing is stuck or slow"
             )),
         };
         verdict

@@ -139,11 +139,13 @@ impl PeerPolicy {
         let Some(allowed) = &self.allowed_uids else {
             return true;
         };
-        let cred = match stream.peer_cred() {
-            Ok(cred) if allowed.contains(&cred.uid()) => return true,
-            Ok(cred) => Ok(cred),
-            Err(err) => Err(err),
-        };
+        let cred = stream.peer_cred();
+        if cred
+            .as_ref()
+            .is_ok_and(|cred| allowed.contains(&cred.uid()))
+        {
+            return true;
+        }
         if let Some(unlogged) = self.refusals.on_refusal(Instant::now()) {
             match cred {
                 Ok(cred) => {
